@@ -1,0 +1,100 @@
+"""The models the worker image ships, and the tensor contract between gateway and Triton.
+
+One place for tensor names, types and shapes: the gateway packs requests with them,
+the Python-backend models read them, and the operator renders Triton model configs
+from them (`speechops.resources.model_config`).
+
+Packed path (DESIGN.md "How data flows"): the gateway gathers rows of many streams that
+arrive within one pack window into a single request. Row i belongs to stream
+STREAM_ID[i]; START/END mark the first and last row of a stream; a stream may have
+several rows in one request, in time order. Models with per-stream state keep it by
+stream id, free it on END, and sweep streams idle longer than `idle_timeout_s`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAMPLE_RATE = 16000
+VAD_CHUNK = 512  # Silero VAD's window at 16 kHz (32 ms)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str               # Triton dtype name: TYPE_FP32 -> "FP32"
+    dims: tuple[int, ...]    # -1 = variable; without the batch dimension when batched
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    # "packed": the gateway packs rows itself (max_batch_size 0, no Triton batcher).
+    # "dynamic": Triton's dynamic batcher merges requests (queue delay by profile).
+    # "sequence": Triton's sequence batcher with CORRID/START/END/READY controls.
+    batching: str
+    max_batch_size: int = 0
+    stateful: bool = False
+    description: str = ""
+
+
+_STREAM_ROWS = (
+    Tensor("STREAM_ID", "UINT64", (-1,)),
+    Tensor("START", "BOOL", (-1,)),
+    Tensor("END", "BOOL", (-1,)),
+)
+
+MODELS: dict[str, ModelSpec] = {
+    "silero_vad": ModelSpec(
+        name="silero_vad",
+        inputs=(Tensor("AUDIO", "FP32", (-1, VAD_CHUNK)),) + _STREAM_ROWS,
+        outputs=(Tensor("PROB", "FP32", (-1,)),),
+        batching="packed",
+        stateful=True,
+        description="Silero VAD speech probability per 32 ms chunk; RNN state kept per stream id",
+    ),
+    "silero_vad_seq": ModelSpec(
+        name="silero_vad_seq",
+        inputs=(Tensor("AUDIO", "FP32", (VAD_CHUNK,)),),
+        outputs=(Tensor("PROB", "FP32", (1,)),),
+        batching="sequence",
+        max_batch_size=64,
+        stateful=True,
+        description="Silero VAD under Triton's sequence batcher (one request per chunk), for comparison",
+    ),
+    "whisper_asr": ModelSpec(
+        name="whisper_asr",
+        inputs=(
+            Tensor("AUDIO", "FP32", (-1, -1)),      # rows zero-padded to the longest
+            Tensor("LENGTH", "INT32", (-1,)),       # real samples per row
+            Tensor("PROMPT", "BYTES", (-1,)),       # previous text / vocabulary, may be empty
+        ),
+        outputs=(Tensor("TEXT", "BYTES", (-1,)),),
+        batching="packed",
+        description="Whisper tiny.en (CTranslate2) over each row's utterance so far, one generate call",
+    ),
+    "whisper_asr_greedy": ModelSpec(
+        name="whisper_asr_greedy",
+        inputs=(
+            Tensor("AUDIO", "FP32", (-1, -1)),
+            Tensor("LENGTH", "INT32", (-1,)),
+            Tensor("PROMPT", "BYTES", (-1,)),
+        ),
+        outputs=(Tensor("TEXT", "BYTES", (-1,)),),
+        batching="packed",
+        description="Lighter fallback for whisper_asr: greedy decoding, used under overload",
+    ),
+    "audio_stats": ModelSpec(
+        name="audio_stats",
+        inputs=(Tensor("AUDIO", "FP32", (-1, -1)), Tensor("LENGTH", "INT32", (-1,))),
+        outputs=(
+            Tensor("RMS_DBFS", "FP32", (-1,)),
+            Tensor("PEAK", "FP32", (-1,)),
+            Tensor("CLIP_RATIO", "FP32", (-1,)),
+        ),
+        batching="packed",
+        description="Audio level and clipping analytics; runs in parallel with ASR",
+    ),
+}

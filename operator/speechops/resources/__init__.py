@@ -1,0 +1,1 @@
+"""Pure builders: a SpeechPipeline spec -> the Kubernetes manifests it needs."""

@@ -1,0 +1,63 @@
+"""Triton model configs (config.pbtxt) per model and latency profile.
+
+The operator puts these in the pipeline's ConfigMap, `speechops up` writes them into a
+local model repository, and the files checked in under worker/speechops_worker/models/
+are this builder's output for the interactive profile (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from speechops.catalog import MODELS, ModelSpec, Tensor
+from speechops.profiles import profile as get_profile
+
+
+def _tensor(t: Tensor) -> str:
+    dims = ", ".join(str(d) for d in t.dims)
+    return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {dims} ] }}'
+
+
+def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,
+           idle_timeout_s: float = 30.0, parameters: dict[str, str] | None = None) -> str:
+    """config.pbtxt text for one model under one profile.
+
+    instance_kind: KIND_AUTO lets Triton pick GPU where there is one; the Python
+    backend places the model, so nothing here assumes CPU."""
+    spec: ModelSpec = MODELS[model]
+    tier = get_profile(profile)
+    lines = [
+        f'name: "{spec.name}"',
+        'backend: "python"',
+        f"max_batch_size: {spec.max_batch_size}",
+        "input [",
+        ",\n".join(_tensor(t) for t in spec.inputs),
+        "]",
+        "output [",
+        ",\n".join(_tensor(t) for t in spec.outputs),
+        "]",
+        f"instance_group [ {{ count: {instances} kind: {instance_kind} }} ]",
+    ]
+    if spec.batching == "dynamic":
+        sizes = ", ".join(str(b) for b in tier.preferred_batch_sizes if b <= spec.max_batch_size)
+        lines.append("dynamic_batching {")
+        if sizes:
+            lines.append(f"  preferred_batch_size: [ {sizes} ]")
+        lines.append(f"  max_queue_delay_microseconds: {tier.max_queue_delay_us}")
+        lines.append("}")
+    elif spec.batching == "sequence":
+        idle_us = int(idle_timeout_s * 1_000_000)
+        lines += [
+            "sequence_batching {",
+            f"  max_sequence_idle_microseconds: {idle_us}",
+            "  direct { }",
+            "  control_input [",
+            '    { name: "START" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] },',
+            '    { name: "END" control [ { kind: CONTROL_SEQUENCE_END fp32_false_true: [ 0, 1 ] } ] },',
+            '    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY fp32_false_true: [ 0, 1 ] } ] },',
+            '    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }',
+            "  ]",
+            "}",
+        ]
+    params = {"profile": tier.name, "idle_timeout_s": f"{idle_timeout_s:g}", **(parameters or {})}
+    for key in sorted(params):
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{params[key]}" }} }}')
+    return "\n".join(lines) + "\n"
