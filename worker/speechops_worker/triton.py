@@ -193,6 +193,11 @@ class TritonServer:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(list(self._log)[-lines:])
 
+    def _failure_report(self) -> str:
+        """Triton's error lines (they come before its long status tables), then the tail."""
+        errors = [line for line in self._log if re.match(r"E\d{4} ", line)]
+        return "\n".join(errors[-20:] + ["--- log tail ---", self.log_tail(15)])
+
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
         self.start()
@@ -305,7 +310,7 @@ class TritonServer:
             if code is not None:
                 if self._reader:
                     self._reader.join(timeout=2)
-                raise TritonError(f"tritonserver exited with code {code} during startup:\n{self.log_tail()}")
+                raise TritonError(f"tritonserver exited with code {code} during startup:\n{self._failure_report()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
@@ -313,7 +318,7 @@ class TritonServer:
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.1)
-        raise TritonError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TritonError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self._failure_report()}")
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
