@@ -72,7 +72,7 @@ def test_prompt_carries_previous_text(asr):
 
 def test_options_follow_config_parameters():
     options = DecodeOptions().with_parameters({"beam_size": "1", "tail_silence_s": "1.5", "unrelated": "x"})
-    assert (options.beam_size, options.tail_silence_s, options.max_length) == (1, 1.5, DecodeOptions().max_length)
+    assert (options.beam_size, options.tail_silence_s, options.max_new_tokens) == (1, 1.5, DecodeOptions().max_new_tokens)
 
 
 @pytest.mark.parametrize("audio, lengths, prompts, message", [
@@ -87,3 +87,10 @@ def test_options_follow_config_parameters():
 def test_bad_input_is_refused(asr, audio, lengths, prompts, message):
     with pytest.raises(AsrInputError, match=message):
         asr.transcribe(audio, np.array(lengths), prompts)
+
+
+def test_a_long_prompt_still_leaves_room_for_the_text(asr):
+    audio = speech.to_float(speech.synthesize(speech.SENTENCES[3]))
+    texts = [asr.transcribe(audio[None], np.array([len(audio)]), [prompt])[0].text
+             for prompt in ("", "notes " * 400)]
+    assert speech.wer([speech.SENTENCES[3]] * 2, texts) <= 0.1, texts

@@ -25,6 +25,7 @@ N_MELS = 80
 MAX_SECONDS = 30                       # Whisper's window; longer rows are the gateway's to cut
 MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
 MIN_SAMPLES = SAMPLE_RATE // 10        # below 0.1 s there is nothing to transcribe
+MAX_DECODER_TOKENS = 448               # Whisper's decoder context, prompt included
 
 
 class AsrInputError(ValueError):
@@ -34,8 +35,11 @@ class AsrInputError(ValueError):
 @dataclass(frozen=True)
 class DecodeOptions:
     beam_size: int = 2
-    max_length: int = 224               # decoder tokens, prompt included (Whisper allows 448)
-    prompt_tokens: int = 96             # most recent prompt tokens kept
+    max_new_tokens: int = 160           # text tokens per row at most
+    # ...and at most this many per second of the longest row (speech rarely passes 5), so
+    # a row that loops costs no more than its audio warrants.
+    tokens_per_second: float = 8.0
+    prompt_tokens: int = 96             # most recent prompt tokens kept (< 448 - max_new_tokens)
     # Whisper's own rule against hallucinating on silence: no text when the model says
     # "no speech" and is unsure of what it would write.
     no_speech_threshold: float = 0.6
@@ -223,14 +227,18 @@ class WhisperAsr:
         if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
             features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
         opts = self.options
+        prompt_ids = [self.prompt_ids(prompts[i]) for i in rows]
+        # CTranslate2's max_length counts the prompt; budget the text by audio duration.
+        text_budget = min(opts.max_new_tokens,
+                          10 + int(np.ceil(opts.tokens_per_second * lengths[rows].max() / SAMPLE_RATE)))
+        max_length = min(MAX_DECODER_TOKENS, max(len(p) for p in prompt_ids) + text_budget)
         outputs = self.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
-            [self.prompt_ids(prompts[i]) for i in rows],
-            beam_size=opts.beam_size, max_length=opts.max_length, return_scores=True,
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), prompt_ids,
+            beam_size=opts.beam_size, max_length=max_length, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True,
             no_repeat_ngram_size=opts.no_repeat_ngram_size)
         for i, out in zip(rows, outputs):
-            tokens = [t for t in out.sequences_ids[0] if t < self._end]
+            tokens = [t for t in out.sequences_ids[0] if t < self._end] if out.sequences_ids else []
             score = float(out.scores[0]) if out.scores else 0.0
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             hallucination = out.no_speech_prob > opts.no_speech_threshold and score < opts.logprob_threshold
