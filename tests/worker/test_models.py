@@ -200,10 +200,11 @@ def test_asr_transcribes_sentences_within_wer_bound(one_by_one):
 
 
 def test_asr_rows_batched_in_one_request_give_the_same_text(triton_client, sentence_audio, one_by_one):
-    # Sentences tiny.en hears clearly: int8 batches on CPU may flip a word it is unsure of.
+    # Sentences tiny.en hears clearly: int8 batches on CPU may flip a word it is unsure of
+    # (or a final period), so words are compared, not punctuation.
     clear = [3, 5, 6, 7]
     batched = asr_request(triton_client, [sentence_audio[i] for i in clear])
-    assert batched == [one_by_one[i] for i in clear]
+    assert [speech.normalize_words(t) for t in batched] == [speech.normalize_words(one_by_one[i]) for i in clear]
     everything = asr_request(triton_client, sentence_audio)  # all lengths mixed, one call
     assert speech.wer(list(speech.SENTENCES), everything) <= 0.15, everything
 
