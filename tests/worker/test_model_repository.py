@@ -61,3 +61,32 @@ def test_stop_leaves_no_process_behind(tmp_path):
     assert progress[0] == "starting tritonserver"
     assert "loading model audio_stats" in progress and progress[-1].startswith("Triton ready in")
     assert os.path.exists(tmp_path / "repo")  # the caller's repository is left alone
+
+
+@pytest.mark.triton
+def test_killed_server_restarts_on_the_same_ports(tmp_path):
+    import tritonclient.grpc as grpcclient
+    server = TritonServer(build_model_repository(tmp_path / "repo", ["audio_stats"]))
+    with server:
+        address, pid = server.grpc_url, server.pid
+        server.kill()
+        client = grpcclient.InferenceServerClient(address)
+        with pytest.raises(Exception):
+            client.is_server_ready()
+        server.restart()
+        assert server.grpc_url == address and server.pid != pid
+        # The old client's channel reconnects by itself (after gRPC's backoff).
+        assert wait_until_ready(client, timeout_s=15)
+        client.close()
+
+
+def wait_until_ready(client, timeout_s: float) -> bool:
+    import time
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if client.is_server_ready():
+                return True
+        except Exception:
+            time.sleep(0.2)
+    return False

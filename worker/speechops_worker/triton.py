@@ -155,7 +155,9 @@ class TritonServer:
     def __init__(self, model_repository: str | Path, *, host: str = "127.0.0.1",
                  startup_timeout_s: float = 180.0, stop_timeout_s: float = 15.0,
                  on_progress: ProgressFn | None = None, log_verbose: int = 0,
-                 extra_source_roots: Iterable[str | Path] = (), workdir: str | Path | None = None):
+                 extra_source_roots: Iterable[str | Path] = (), workdir: str | Path | None = None,
+                 ports: tuple[int, int, int] | None = None):
+        """ports: (http, grpc, metrics) to use; by default free ones are picked at start."""
         self.model_repository = Path(model_repository).resolve()
         self.host = host
         self.startup_timeout_s = startup_timeout_s
@@ -170,6 +172,7 @@ class TritonServer:
         self._reader: threading.Thread | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=400)
         self._loaded: set[str] = set()
+        self._fixed_ports = ports
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.startup_s: float | None = None
 
@@ -230,12 +233,32 @@ class TritonServer:
                 self._terminate()
                 if not busy:
                     break
+                if self._fixed_ports:  # the same ports may need a moment to be released
+                    time.sleep(1.0)
         self._cleanup_workdir()
         raise last_error  # type: ignore[misc]
 
     def stop(self) -> None:
         self._terminate()
         self._cleanup_workdir()
+
+    def kill(self) -> None:
+        """SIGKILL tritonserver and its stubs at once, as a crash would (for tests)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def restart(self) -> None:
+        """Stop (or reap after kill) and start again on the same ports, so clients reconnect."""
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        self.stop()
+        if all(ports):
+            self._fixed_ports = ports
+        self.start()
 
     # -- internals -----------------------------------------------------------------------
     def _prepare_backends(self, install: TritonInstall) -> Path:
@@ -262,7 +285,7 @@ class TritonServer:
         return env
 
     def _launch(self, install: TritonInstall, backends: Path, began: float) -> None:
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3, self.host)
+        self.http_port, self.grpc_port, self.metrics_port = self._fixed_ports or free_ports(3, self.host)
         self._log.clear()
         self._loaded.clear()
         args = [
