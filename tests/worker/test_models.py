@@ -106,7 +106,7 @@ def test_packed_vad_many_staggered_streams_each_get_their_own_probabilities(trit
     assert max(p.max() for p in silent) < 0.1
 
 
-def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_client):
+def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_server, triton_client):
     talk = chunks(np.concatenate([speech.silence(0.3), speech.synthesize("She sells sea shells.")]))
     packed = stream_packed(triton_client, {21: talk}, rows_per_request=1)[21]
     sequential = []
@@ -116,6 +116,18 @@ def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_client):
         sequential.append(result.as_numpy("PROB")[0, 0])
     np.testing.assert_allclose(sequential, packed, atol=1e-5)
     assert max(sequential) > 0.5
+    assert model_metric(triton_server, "speechops_model_streams", "silero_vad_seq") == 0  # END freed it
+
+
+def test_empty_requests_get_empty_answers(triton_client):
+    assert vad_request(triton_client, np.zeros((0, VAD_CHUNK), np.float32), [], [], []).shape == (0,)
+    empty = triton_client.infer("audio_stats", [tensor("AUDIO", np.zeros((0, 0), np.float32), "FP32"),
+                                                tensor("LENGTH", np.zeros(0, np.int32), "INT32")])
+    assert empty.as_numpy("PEAK").shape == (0,)
+    texts = triton_client.infer("whisper_asr", [tensor("AUDIO", np.zeros((0, 0), np.float32), "FP32"),
+                                                tensor("LENGTH", np.zeros(0, np.int32), "INT32"),
+                                                tensor("PROMPT", np.zeros(0, dtype=object), "BYTES")])
+    assert texts.as_numpy("TEXT").shape == (0,)
 
 
 def test_end_frees_stream_state(triton_server, triton_client):
