@@ -21,6 +21,7 @@ import numpy as np
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from prometheus_client.parser import text_string_to_metric_families
+from urllib3.util.retry import Retry
 
 from speechops import names
 
@@ -101,14 +102,20 @@ class PrometheusSource:
     def __init__(self, url: str, timeout: float = 5.0):
         self.url = url
         self.timeout = timeout
-        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+        # No client-side retries: the next tick is the retry, and a retried timeout would
+        # stall the timer for several timeouts and be reported as a connection error.
+        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
 
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
         try:
             return fn()
+        except requests.exceptions.JSONDecodeError as exc:
+            raise SignalError("PrometheusGarbage", f"{what}: answer is not JSON ({str(exc)[:120]})") from None
         except requests.Timeout:
             raise SignalError("PrometheusSlow", f"{what}: no answer from {self.url} within {self.timeout:g}s") from None
         except requests.RequestException as exc:
+            if "timed out" in str(exc).lower():
+                raise SignalError("PrometheusSlow", f"{what}: no answer from {self.url} within {self.timeout:g}s") from None
             raise SignalError("PrometheusUnavailable", f"{what}: {self.url} unreachable ({type(exc).__name__})") from None
         except PrometheusApiClientException as exc:
             raise SignalError("PrometheusError", f"{what}: {str(exc)[:200]}") from None
