@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,11 +31,12 @@ INTERVAL = controller.TICK
 
 def kube() -> kubernetes.client.ApiClient:
     """In-cluster credentials, else the kubeconfig (KUBECONFIG) — the same the operator uses."""
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=config)
+        return kubernetes.client.ApiClient(config)
+    # The client library reads KUBECONFIG once at import; read it at call time instead.
+    return kubernetes.config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def list_worker_pods(core: kubernetes.client.CoreV1Api, namespace: str, pipeline: str) -> list[dict]:
@@ -62,14 +64,16 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     plan = result.plan
     for pod_name in plan.drain:
         if signals.request_drain(by_name[pod_name]):
-            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true"}}})
+            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true"}}},
+                                       _preload_content=False)
             logs.decision(logger, f"{namespace}/{name}", "PodDraining",
                           f"pod {pod_name} told to drain before scale-down", pod=pod_name)
     for pod_name, cost in plan.costs.items():
         current = ((by_name[pod_name]["metadata"].get("annotations") or {}).get(names.POD_DELETION_COST))
         if current != str(cost):
             core.patch_namespaced_pod(pod_name, namespace,
-                                      {"metadata": {"annotations": {names.POD_DELETION_COST: str(cost)}}})
+                                      {"metadata": {"annotations": {names.POD_DELETION_COST: str(cost)}}},
+                                      _preload_content=False)
 
     _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas)
     _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve)
@@ -99,7 +103,8 @@ def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment:
         raise
     spec = json.loads(current.data).get("spec") or {}
     if spec.get("replicas") != replicas:
-        apps.patch_namespaced_deployment(deployment, namespace, {"spec": {"replicas": replicas}})
+        apps.patch_namespaced_deployment(deployment, namespace, {"spec": {"replicas": replicas}},
+                                        _preload_content=False)
 
 
 @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=INTERVAL, initial_delay=1.0)
