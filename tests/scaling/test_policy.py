@@ -1,5 +1,7 @@
 """Policy decisions and drain planning, as tables."""
 
+from dataclasses import replace
+
 import pytest
 
 from speechops.api import parse_spec
@@ -21,7 +23,9 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
 
 
 @pytest.mark.parametrize("config, signals, forecast, replicas, reason", [
-    (CFG, sig(replicas=5), fc(60, 72), 9, "ScaleUp"),                    # ceil(72 / 8)
+    (CFG, sig(replicas=5), fc(60, 72), 8, "ScaleUp"),                    # max(ceil(60 / 8), ceil(72 / 10))
+    (CFG, sig(replicas=5), fc(60, 95), 10, "ScaleUp"),                   # the band beyond the headroom: ceil(95 / 10)
+    (replace(CFG, band_at_full_capacity=False), sig(replicas=5), fc(60, 72), 9, "ScaleUp"),  # ceil(72 / 8)
     (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
     (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
@@ -32,7 +36,7 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
     (PolicyConfig(mode="reactive", streams_per_replica=10, max_replicas=20), sig(replicas=2, streams=40),
      fc(500, 600), 5, "ScaleUp"),                                        # reactive ignores the forecast
     (PolicyConfig(mode="fixed", min_replicas=3, max_replicas=20), sig(replicas=7), fc(500, 600), 3, "Fixed"),
-], ids=["forecast-upper", "live-floor", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
+], ids=["forecast-expected-at-target", "forecast-upper-at-capacity", "forecast-upper-at-target", "live-floor", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
         "no-data-never-from-zero", "fallback-reactive", "reactive-mode", "fixed-mode"])
 def test_first_decision(config, signals, forecast, replicas, reason):
     d = Policy(config).decide(signals, forecast)
@@ -55,7 +59,7 @@ def test_scale_up_is_immediate_even_inside_the_window():
     p = Policy(CFG)
     p.decide(sig(now=0, replicas=4), fc(30, 32))
     d = p.decide(sig(now=15, replicas=4), fc(100, 120))
-    assert (d.replicas, d.reason) == (15, "ScaleUp")
+    assert (d.replicas, d.reason) == (13, "ScaleUp")
 
 
 def test_min_replicas_is_a_floor_and_missing_data_never_scales_to_zero():

@@ -114,8 +114,9 @@ class SeasonalForecaster:
     """Level + trend + seasonal blend with a band from errors at the lead time."""
 
     def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
-                 trend_tau: float = 30.0, level_tau: float = 20.0, trend_damping: float = 1.0, error_tau: float = 900.0,
-                 weight_tau: float = 6 * 3600.0, max_gap: float = 900.0):
+                 trend_tau: float = 15.0, level_tau: float = 1.0, trend_damping: float = 1.0, error_tau: float = 900.0,
+                 weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "quantile",
+                 error_window: float = 3600.0, upper_takes_trend: bool = True):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.trend_tau = trend_tau
@@ -124,6 +125,13 @@ class SeasonalForecaster:
         self.error_tau = error_tau
         self.weight_tau = weight_tau
         self.max_gap = max_gap
+        self.band = band
+        self.upper_takes_trend = upper_takes_trend
+        self.error_window = error_window
+        # Signed relative errors of the blend at the lead time: (time, (actual - forecast) / scale).
+        self._errors: deque[tuple[float, float]] = deque()
+        # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
+        self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
         self.profile = SeasonalProfile()
         self.t: float | None = None
         self.level = 0.0
@@ -202,9 +210,23 @@ class SeasonalForecaster:
             for i, c in enumerate(cands):
                 self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
             under = max(value - blend, 0.0) / scale
+            self._errors.append((t, (value - blend) / scale))
             b = _alpha(self.lead / 12, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
+
+    def band_fraction(self) -> float:
+        """How far above the expected value the band reaches, relative to it.
+
+        `quantile`: the tier's quantile of the last hour's signed errors at the lead time,
+        so bias and skew count and one old spike does not inflate the band for hours (a
+        normal error at `headroom_sigmas` sigma). `rms`: headroom_sigmas x one-sided RMS."""
+        while self._errors and self._errors[0][0] < (self.t or 0.0) - self.error_window:
+            self._errors.popleft()
+        if self.band == "quantile" and len(self._errors) >= 20:
+            errs = np.fromiter((e for _, e in self._errors), dtype=float, count=len(self._errors))
+            return max(float(np.quantile(errs, self.quantile)), 0.0)
+        return self.band_sigmas * self.sigma()
 
     def sigma(self) -> float:
         """Relative under-forecast scale at the lead time (one-sided RMS x sqrt 2)."""
@@ -218,12 +240,16 @@ class SeasonalForecaster:
             raise ValueError("no observations yet: cannot forecast")
         cands = self._candidates(now, horizon)
         expected = max(self._blend(cands), 0.0)
-        sigma = self.sigma() * math.sqrt(max(horizon, 1.0) / self.lead)
-        spread = self.band_sigmas * sigma * max(expected, 1.0)
+        scale = math.sqrt(max(horizon, 1.0) / self.lead)
+        sigma = self.sigma() * scale
+        spread = self.band_fraction() * scale * max(expected, 1.0)
+        # A ramp that has started is the one error the blend makes every time (it weighs
+        # the trend by its noisy record): the upper bound follows the trend when it is higher.
+        top = max(expected, cands[1]) if self.upper_takes_trend else expected
         w = self._weights()
         labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "")
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
-        return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
+        return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
                         lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
                         sigma=sigma, history=self.profile.span())
 

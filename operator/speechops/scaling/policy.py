@@ -3,8 +3,13 @@ backtest share.
 
 Rules, in order:
 1. fixed mode: minReplicas, nothing else.
-2. predictive: ceil(upper forecast at now + lead / (streamsPerReplica x targetUtilization));
-   reactive (or predictive without a forecast): the same from live streams now.
+2. predictive: the expected demand at now + lead at targetUtilization, and the upper band
+   at full capacity: max(ceil(expected / (streamsPerReplica x targetUtilization)),
+   ceil(upper / streamsPerReplica)). The issue's formula, ceil(upper / (streamsPerReplica x
+   targetUtilization)), pays for uncertainty twice (the band and the utilization headroom
+   both cover forecast error); in the backtest it cost 1.17-2.7x the oracle's pod-hours for
+   1.4-2x less unserved time. `band_at_full_capacity=False` restores it.
+   reactive (or predictive without a forecast): ceil(live / (streamsPerReplica x util)).
 3. never below what live streams and backlog need now; clamped to min/max.
 4. scale up at once; scale down only to the highest recommendation of the last
    scaleDownDelay (the HPA's stabilisation window), so a dip does not release pods that
@@ -43,6 +48,10 @@ class PolicyConfig:
     reserve_mode: str = "auto"        # auto | fixed | none
     reserve_count: int = 0
     reserve_share: float = 0.5
+    # True: the expected demand is planned at targetUtilization and the upper band at
+    # full capacity (the headroom utilization leaves is what the band first uses up).
+    # False: the upper band at targetUtilization, paying that headroom twice.
+    band_at_full_capacity: bool = True
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> "PolicyConfig":
@@ -100,6 +109,13 @@ class Policy:
         self._started: float | None = None
         self._reserve = 0
 
+    def forecast_need(self, forecast: Forecast) -> int:
+        cfg = self.config
+        if not cfg.band_at_full_capacity:
+            return cfg.need(forecast.upper)
+        at_capacity = max(int(math.ceil(forecast.upper / cfg.streams_per_replica - 1e-9)), 0)
+        return max(cfg.need(forecast.expected), at_capacity)
+
     def live_need(self, signals: LiveSignals) -> int | None:
         if signals.active_streams is None:
             return None
@@ -112,7 +128,7 @@ class Policy:
         cfg = self.config
         now, current = signals.now, signals.replicas
         live = self.live_need(signals)
-        f_need = cfg.need(forecast.upper) if forecast is not None else None
+        f_need = self.forecast_need(forecast) if forecast is not None else None
 
         if cfg.mode == "fixed":
             target = cfg.clamp(cfg.min_replicas)

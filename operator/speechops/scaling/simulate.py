@@ -387,10 +387,22 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
 POLICIES = ("speechops", "holt-winters", "hpa", "oracle")
 
 
-def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
+def prepare(trace: Trace, opts: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Tick times, arrivals, concurrent demand, and the first scored tick."""
     times, arrivals = arrivals_per_tick(trace, opts)
-    demand = concurrency(arrivals, max(int(round(opts.duration / opts.tick)), 1))
-    score_from = int(len(demand) * opts.warmup)
+    d_ticks = max(int(round(opts.duration / opts.tick)), 1)
+    # The trace starts mid-operation: streams that began before its first row are still
+    # open. Without them concurrency would ramp up from zero, an artefact no forecaster
+    # should be scored on; assume the first duration's arrival rate ran before it.
+    head = np.full(d_ticks, arrivals[:d_ticks].mean())
+    times = np.concatenate((times[0] - opts.tick * np.arange(d_ticks, 0, -1), times))
+    arrivals = np.concatenate((head, arrivals))
+    demand = concurrency(arrivals, d_ticks)
+    return times, arrivals, demand, d_ticks + int((len(demand) - d_ticks) * opts.warmup)
+
+
+def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
+    times, arrivals, demand, score_from = prepare(trace, opts)
     results = {
         "speechops": run_forecast_policy("speechops", "speechops", times, arrivals, demand, opts, score_from, progress),
         "holt-winters": run_forecast_policy("holt-winters", "holt-winters", times, arrivals, demand, opts,
