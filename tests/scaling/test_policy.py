@@ -27,6 +27,8 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
     (CFG, sig(replicas=5), fc(60, 95), 10, "ScaleUp"),                   # the band beyond the headroom: ceil(95 / 10)
     (replace(CFG, band_at_full_capacity=False), sig(replicas=5), fc(60, 72), 9, "ScaleUp"),  # ceil(72 / 8)
     (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
+    (CFG, sig(replicas=8, streams=60), fc(68, 75), 8, "Steady"),         # within 10% tolerance, band fits in 80
+    (CFG, sig(replicas=8, streams=60), fc(68, 85), 9, "ScaleUp"),        # band beyond full capacity: no tolerance
     (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
     (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
@@ -36,7 +38,8 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
     (PolicyConfig(mode="reactive", streams_per_replica=10, max_replicas=20), sig(replicas=2, streams=40),
      fc(500, 600), 5, "ScaleUp"),                                        # reactive ignores the forecast
     (PolicyConfig(mode="fixed", min_replicas=3, max_replicas=20), sig(replicas=7), fc(500, 600), 3, "Fixed"),
-], ids=["forecast-expected-at-target", "forecast-upper-at-capacity", "forecast-upper-at-target", "live-floor", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
+], ids=["forecast-expected-at-target", "forecast-upper-at-capacity", "forecast-upper-at-target", "live-floor",
+        "tolerance-holds", "tolerance-yields-to-band", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
         "no-data-never-from-zero", "fallback-reactive", "reactive-mode", "fixed-mode"])
 def test_first_decision(config, signals, forecast, replicas, reason):
     d = Policy(config).decide(signals, forecast)

@@ -116,7 +116,7 @@ class SeasonalForecaster:
     def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
                  trend_tau: float = 15.0, level_tau: float = 1.0, trend_damping: float = 1.0, error_tau: float = 900.0,
                  weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "quantile",
-                 error_window: float = 3600.0, upper_takes_trend: bool = True):
+                 error_window: float = 3600.0, upper_takes_trend: bool = False, weight_power: float = 1.0):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.trend_tau = trend_tau
@@ -127,6 +127,7 @@ class SeasonalForecaster:
         self.max_gap = max_gap
         self.band = band
         self.upper_takes_trend = upper_takes_trend
+        self.weight_power = weight_power
         self.error_window = error_window
         # Signed relative errors of the blend at the lead time: (time, (actual - forecast) / scale).
         self._errors: deque[tuple[float, float]] = deque()
@@ -187,7 +188,7 @@ class SeasonalForecaster:
         return level, trend, seasonal
 
     def _weights(self) -> list[float]:
-        inv = [1.0 / (m + 1e-6) for m in self._mse]
+        inv = [(1.0 / (m + 1e-6)) ** self.weight_power for m in self._mse]
         total = sum(inv)
         return [w / total for w in inv]
 

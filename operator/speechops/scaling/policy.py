@@ -52,6 +52,10 @@ class PolicyConfig:
     # full capacity (the headroom utilization leaves is what the band first uses up).
     # False: the upper band at targetUtilization, paying that headroom twice.
     band_at_full_capacity: bool = True
+    # Like the HPA's tolerance: no scale-up for a forecast within this share above the
+    # target while the running pods' full capacity still holds the upper band. A noisy
+    # forecast otherwise adds a pod per wiggle, and each costs a window plus a drain.
+    tolerance: float = 0.1
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> "PolicyConfig":
@@ -145,6 +149,11 @@ class Policy:
             return self._decision(current, current, self._reserve, "NoData",
                                   f"no forecast and no live streams: holding {current} replicas",
                                   forecast, f_need, live)
+        if (raw > current and basis == "forecast" and forecast is not None
+                and forecast.upper <= current * cfg.streams_per_replica
+                and forecast.expected <= current * cfg.streams_per_target * (1 + cfg.tolerance)
+                and (live or 0) <= current):
+            raw = current
         raw = cfg.clamp(raw)
         if live is not None:
             raw = max(raw, min(live, cfg.max_replicas))
