@@ -116,7 +116,8 @@ class SeasonalForecaster:
     def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
                  trend_tau: float = 15.0, level_tau: float = 1.0, trend_damping: float = 1.0, error_tau: float = 900.0,
                  weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "quantile",
-                 error_window: float = 3600.0, upper_takes_trend: bool = False, weight_power: float = 1.0):
+                 error_window: float = 3600.0, upper_takes_trend: bool = True, weight_power: float = 1.0,
+                 trend_gate: float = 0.3):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.trend_tau = trend_tau
@@ -128,6 +129,7 @@ class SeasonalForecaster:
         self.band = band
         self.upper_takes_trend = upper_takes_trend
         self.weight_power = weight_power
+        self.trend_gate = trend_gate
         self.error_window = error_window
         # Signed relative errors of the blend at the lead time: (time, (actual - forecast) / scale).
         self._errors: deque[tuple[float, float]] = deque()
@@ -246,8 +248,11 @@ class SeasonalForecaster:
         spread = self.band_fraction() * scale * max(expected, 1.0)
         # A ramp that has started is the one error the blend makes every time (it weighs
         # the trend by its noisy record): the upper bound follows the trend when it is higher.
-        top = max(expected, cands[1]) if self.upper_takes_trend else expected
+        # Only where the trend has earned a share of the blend: on noisy series (small
+        # counts) it mostly extrapolates noise, and the scale-down window keeps its peaks.
         w = self._weights()
+        trusted = self.upper_takes_trend and w[1] >= self.trend_gate
+        top = max(expected, cands[1]) if trusted else expected
         labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "")
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
