@@ -15,7 +15,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest

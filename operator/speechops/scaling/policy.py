@@ -22,6 +22,7 @@ Which pods go on scale-down is `plan_replicas`: drain first, remove only when em
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -186,8 +187,7 @@ class Policy:
 
     def _what(self, forecast: Forecast | None, live: int | None, basis: str) -> str:
         if forecast is not None and self.config.mode == "predictive":
-            import time as _time
-            at = _time.strftime("%H:%M", _time.gmtime(forecast.at))
+            at = time.strftime("%H:%M", time.gmtime(forecast.at))
             text = (f"forecast {forecast.expected:.0f} streams at {at} (lead {forecast.horizon:.0f}s, "
                     f"band {forecast.lower:.0f}–{forecast.upper:.0f})")
             if basis == "live":

@@ -13,7 +13,6 @@ import os
 import statistics
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from string import Template
 from typing import Any, Callable, Mapping, Sequence
 
