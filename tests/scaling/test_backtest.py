@@ -95,3 +95,21 @@ def test_table_prints_the_targets(capsys):
     assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "x HPA" in out and "x oracle" in out and "hpa" in out and "oracle" in out
+
+
+def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
+    # Synthetic: a daily cycle with bursts, 10-minute rows, two days, one gap.
+    rng = np.random.default_rng(3)
+    t0 = 1_700_006_400
+    rows = []
+    for i in range(2 * 144):
+        if 100 <= i < 104:
+            continue
+        rate = 3000 + 2500 * np.sin(2 * np.pi * i / 144) + (6000 if i % 37 == 0 else 0)
+        rows.append(f"{t0 + 600 * i},{rng.poisson(rate)}")
+    path = write(tmp_path, "timestamp,value\n" + "\n".join(rows) + "\n")
+    assert simulate.main([str(path), "--json", "--gap", "hold"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert isinstance(report["all_targets_met"], bool) and report["options"]["gap"] == "hold"
+    assert report["results"]["speechops"]["streams_cut"] == 0
+    assert report["results"]["hpa"]["unserved_stream_minutes"] > report["results"]["speechops"]["unserved_stream_minutes"]

@@ -87,9 +87,9 @@ class Result:
     upper: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
-        return {"unserved_stream_minutes": round(self.unserved_stream_minutes, 3),
-                "pod_hours": round(self.pod_hours, 3), "streams_cut": round(self.streams_cut, 3),
-                "scale_events": self.scale_events}
+        return {"unserved_stream_minutes": round(float(self.unserved_stream_minutes), 3),
+                "pod_hours": round(float(self.pod_hours), 3), "streams_cut": round(float(self.streams_cut), 3),
+                "scale_events": int(self.scale_events)}
 
 
 # -- trace input ---------------------------------------------------------------------------
@@ -416,11 +416,12 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         "pod_hours_vs_hpa": _ratio(ours.pod_hours, hpa.pod_hours),
         "pod_hours_vs_oracle": _ratio(ours.pod_hours, oracle.pod_hours),
     }
-    checks = {
-        "unserved_vs_hpa": ratios["unserved_vs_hpa"] <= TARGET_UNSERVED_VS_HPA,
-        "pod_hours_vs_hpa": ratios["pod_hours_vs_hpa"] <= TARGET_PODHOURS_VS_HPA,
-        "pod_hours_vs_oracle": ratios["pod_hours_vs_oracle"] <= TARGET_PODHOURS_VS_ORACLE,
-        "zero_cut": ours.streams_cut == 0,
+    ratios = {k: float(v) for k, v in ratios.items()}
+    checks = {   # plain bools: numpy's do not serialise to JSON
+        "unserved_vs_hpa": bool(ratios["unserved_vs_hpa"] <= TARGET_UNSERVED_VS_HPA),
+        "pod_hours_vs_hpa": bool(ratios["pod_hours_vs_hpa"] <= TARGET_PODHOURS_VS_HPA),
+        "pod_hours_vs_oracle": bool(ratios["pod_hours_vs_oracle"] <= TARGET_PODHOURS_VS_ORACLE),
+        "zero_cut": bool(ours.streams_cut == 0),
     }
     return {
         "trace": trace.name, "step_seconds": trace.step, "ticks": len(demand), "scored_ticks": len(demand) - score_from,
