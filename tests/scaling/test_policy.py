@@ -23,12 +23,12 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
 
 
 @pytest.mark.parametrize("config, signals, forecast, replicas, reason", [
-    (CFG, sig(replicas=5), fc(60, 72), 8, "ScaleUp"),                    # max(ceil(60 / 8), ceil(72 / 10))
-    (CFG, sig(replicas=5), fc(60, 95), 10, "ScaleUp"),                   # the band beyond the headroom: ceil(95 / 10)
+    (CFG, sig(replicas=5), fc(60, 72), 8, "ScaleUp"),                    # max(ceil(60 / 8), ceil(72 / 9))
+    (CFG, sig(replicas=5), fc(60, 95), 11, "ScaleUp"),                   # the band beyond the headroom: ceil(95 / 9)
     (replace(CFG, band_at_full_capacity=False), sig(replicas=5), fc(60, 72), 9, "ScaleUp"),  # ceil(72 / 8)
     (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
     (CFG, sig(replicas=8, streams=60), fc(68, 75), 8, "Steady"),         # within 10% tolerance, band fits in 80
-    (CFG, sig(replicas=8, streams=60), fc(68, 85), 9, "ScaleUp"),        # band beyond full capacity: no tolerance
+    (CFG, sig(replicas=8, streams=60), fc(68, 85), 10, "ScaleUp"),       # band beyond full capacity: ceil(85 / 9)
     (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
     (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
@@ -62,7 +62,7 @@ def test_scale_up_is_immediate_even_inside_the_window():
     p = Policy(CFG)
     p.decide(sig(now=0, replicas=4), fc(30, 32))
     d = p.decide(sig(now=15, replicas=4), fc(100, 120))
-    assert (d.replicas, d.reason) == (13, "ScaleUp")
+    assert (d.replicas, d.reason) == (14, "ScaleUp")   # max(ceil(100 / 8), ceil(120 / 9))
 
 
 def test_min_replicas_is_a_floor_and_missing_data_never_scales_to_zero():

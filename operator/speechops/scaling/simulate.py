@@ -259,10 +259,11 @@ def policy_config(opts: Options, max_replicas: int) -> PolicyConfig:
     return PolicyConfig(mode="predictive", streams_per_replica=opts.capacity, target_utilization=opts.util,
                         min_replicas=1, max_replicas=max_replicas, scale_down_delay=opts.scale_down_delay,
                         lead_time=max(opts.lead, opts.start_delay + opts.tick), headroom_sigmas=opts.headroom_sigmas,
-                        reserve_mode="none")
+                        reserve_mode="none", **POLICY_OPTIONS)
 
 
 FORECASTER_OPTIONS: dict = {}   # overrides for tuning experiments
+POLICY_OPTIONS: dict = {}
 
 
 def make_forecaster(kind: str, cfg: PolicyConfig):
