@@ -1,0 +1,71 @@
+"""Backtest every shared trace with the default options and print the per-trace table
+against the targets (speechops vs the HPA, Holt-Winters and the oracle, same process).
+
+    PYTHONPATH=operator python benchmarks/backtest.py [--traces DIR] [--json] [--plots DIR]
+
+Targets, per trace: unserved stream-minutes <= 0.1x HPA's, pod-hours <= 1.1x HPA's and
+<= 1.15x the oracle's, 0 streams cut. The exit code is 0 either way: this prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "operator"))
+
+from speechops.scaling import simulate  # noqa: E402
+
+
+def run_one(path: str, plots: str | None) -> dict:
+    started = time.monotonic()
+    report = simulate.backtest(simulate.load_trace(path), simulate.Options())
+    times, demand, results = report.pop("_series")
+    if plots:
+        from speechops.scaling.plot import plot_backtest
+        png = Path(plots) / f"{Path(path).stem}.png"
+        plot_backtest(png, times, demand, results, title=Path(path).stem)
+        report["plot"] = str(png)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--traces", default=os.environ.get("SPEECHOPS_TRACES", str(REPO.parent / "shared" / "traces")))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plots", help="write one PNG per trace into this folder")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    traces = sorted(Path(args.traces).glob("*.csv"))
+    if not traces:
+        print(f"no traces in {args.traces} (set --traces or SPEECHOPS_TRACES)", file=sys.stderr)
+        return 2
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        reports = list(pool.map(run_one, map(str, traces), [args.plots] * len(traces)))
+    if args.json:
+        print(json.dumps(reports))
+        return 0
+    for report in reports:
+        print(simulate.format_table(report) + f"  [{report['seconds']}s]\n")
+    print(f"{'trace':<40} {'unserved/HPA':>12} {'pod-h/HPA':>10} {'pod-h/oracle':>12} {'HW pod-h/HPA':>12} {'cut':>5}  targets")
+    for r in reports:
+        q = r["ratios"]
+        hw = r["results"]["holt-winters"]["pod_hours"] / max(r["results"]["hpa"]["pod_hours"], 1e-9)
+        uns = "inf" if q["unserved_vs_hpa"] is None else f"{q['unserved_vs_hpa']:.3f}"
+        print(f"{r['trace']:<40} {uns:>12} {q['pod_hours_vs_hpa']:>10.3f} {q['pod_hours_vs_oracle']:>12.3f} "
+              f"{hw:>12.3f} {r['results']['speechops']['streams_cut']:>5.0f}  "
+              f"{'all met' if r['all_targets_met'] else 'missed: ' + ', '.join(k for k, ok in r['targets_met'].items() if not ok)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The backtest: trace loading, the fleet model, and a real shared trace end to end."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechops.scaling import simulate
+from speechops.scaling.simulate import Options, TraceError, arrivals_per_tick, concurrency, load_trace
+
+REPO = Path(__file__).resolve().parents[2]
+TRACES = Path(os.environ.get("SPEECHOPS_TRACES", REPO.parent / "shared" / "traces"))
+needs_traces = pytest.mark.skipif(not (TRACES / "azure_llm_2023_conv_per_second.csv").is_file(),
+                                  reason=f"shared traces not found at {TRACES} (CI puts ../shared beside the checkout)")
+
+
+def write(tmp_path, text):
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ("timestamp,value\n", "at least two rows"),
+    ("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T00:01:00,x\n", "t.csv:3"),
+    ("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T00:01:00,-4\n", "finite count"),
+    ("timestamp,value\n2024-01-01T00:00:00,1\n2024-01-01T00:00:00,2\n", "duplicate timestamp"),
+    ("timestamp,value\n2024-01-01T00:00:00\n", "expected 'timestamp,value'"),
+], ids=["empty", "bad-value", "negative", "duplicate", "one-column"])
+def test_bad_traces_name_the_problem(tmp_path, text, message):
+    with pytest.raises(TraceError, match=message):
+        load_trace(write(tmp_path, text))
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    assert simulate.main([str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert simulate.main([str(write(tmp_path, "0,1\n60,2\n")), "--util", "1.5"]) == 2
+    assert "--util" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("step", [1, 60, 600], ids=["1s", "1min", "10min"])
+def test_arrivals_are_conserved_on_the_tick_grid(tmp_path, step):
+    rows = "\n".join(f"{1_700_000_000 + i * step},{(i % 7) + 1}" for i in range(200))
+    trace = load_trace(write(tmp_path, rows))
+    _, grid = arrivals_per_tick(trace, Options())
+    assert grid.sum() == pytest.approx(trace.values.sum())
+
+
+def test_gaps_are_zero_or_hold(tmp_path):
+    trace = load_trace(write(tmp_path, "0,60\n60,60\n240,60\n"))     # rows at 120 and 180 missing
+    _, zero = arrivals_per_tick(trace, Options(gap="zero"))
+    _, hold = arrivals_per_tick(trace, Options(gap="hold"))
+    assert zero.sum() == pytest.approx(180) and hold.sum() == pytest.approx(300)
+
+
+def test_littles_law_concurrency():
+    demand = concurrency(np.full(100, 2.0), duration_ticks=16)
+    assert demand[-1] == 32.0 and demand[0] == 2.0
+
+
+def test_fleet_drains_instead_of_cutting():
+    arrivals = np.full(200, 4.0)
+    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    demand = concurrency(arrivals, 16)
+    assert fleet.set_target(100, 6, demand[100], drain=True) == 0.0
+    assert fleet.n_draining() == 4 and fleet.draining_streams(100) == pytest.approx(64 * 4 / 10)
+    fleet.advance(100 + 16)
+    assert fleet.n_draining() == 0            # empty once the youngest stream ended
+    cut = simulate.Fleet(arrivals, Options(), initial=10).set_target(100, 6, demand[100], drain=False)
+    assert cut == pytest.approx(64 * 4 / 10)
+
+
+@needs_traces
+def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
+    png = tmp_path / "plot.png"
+    rc = simulate.main([str(TRACES / "azure_llm_2023_conv_per_second.csv"), "--json", "--plot", str(png)])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["results"]) == {"speechops", "holt-winters", "hpa", "oracle"}
+    ours, hpa, oracle = (report["results"][k] for k in ("speechops", "hpa", "oracle"))
+    assert ours["streams_cut"] == 0 and report["results"]["holt-winters"]["streams_cut"] == 0
+    assert hpa["streams_cut"] > 0                      # HPA removes pods without draining
+    assert ours["unserved_stream_minutes"] <= hpa["unserved_stream_minutes"]
+    assert oracle["pod_hours"] <= min(ours["pod_hours"], hpa["pod_hours"]) and oracle["unserved_stream_minutes"] == 0
+    pad = 16   # one stream duration of warm start before the first row
+    assert report["scored_ticks"] == report["ticks"] - pad - int((report["ticks"] - pad) * 0.3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+@needs_traces
+def test_table_prints_the_targets(capsys):
+    assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--scale", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "x HPA" in out and "x oracle" in out and "hpa" in out and "oracle" in out
+
+
+def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
+    # Synthetic: a daily cycle with bursts, 10-minute rows, two days, one gap.
+    rng = np.random.default_rng(3)
+    t0 = 1_700_006_400
+    rows = []
+    for i in range(2 * 144):
+        if 100 <= i < 104:
+            continue
+        rate = 3000 + 2500 * np.sin(2 * np.pi * i / 144) + (6000 if i % 37 == 0 else 0)
+        rows.append(f"{t0 + 600 * i},{rng.poisson(rate)}")
+    path = write(tmp_path, "timestamp,value\n" + "\n".join(rows) + "\n")
+    assert simulate.main([str(path), "--json", "--gap", "hold"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert isinstance(report["all_targets_met"], bool) and report["options"]["gap"] == "hold"
+    assert report["results"]["speechops"]["streams_cut"] == 0
+    assert report["results"]["hpa"]["unserved_stream_minutes"] > report["results"]["speechops"]["unserved_stream_minutes"]

@@ -1,0 +1,114 @@
+"""Forecaster behaviour on synthetic series (the shared traces are for the backtest)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from speechops.scaling.forecast import (DAY, HoltWintersForecaster, SeasonalForecaster, clean_history,
+                                        from_counter)
+
+T0 = 1_700_006_400.0   # a Monday 00:00 UTC
+
+
+def daily(t):
+    """A daily cycle between 100 and 500 streams, peak at 12:00."""
+    return 300 - 200 * np.cos(2 * np.pi * ((t - T0) % DAY) / DAY)
+
+
+def fed(times, values, **kw):
+    f = SeasonalForecaster(lead=180.0, **kw)
+    f.observe_many(times, values)
+    return f
+
+
+def test_empty_history_cannot_forecast():
+    with pytest.raises(ValueError, match="no observations"):
+        SeasonalForecaster().predict(T0)
+
+
+def test_single_point_forecasts_that_level_with_a_wide_band():
+    f = fed([T0], [40.0])
+    fc = f.predict(T0)
+    assert fc.expected == pytest.approx(40.0)
+    assert fc.upper > 45.0          # nothing scored yet: the band is wide, not zero
+    assert fc.history == 0.0
+
+
+@pytest.mark.parametrize("value", [float("nan"), None, float("inf")], ids=["nan", "none", "inf"])
+def test_gap_values_are_ignored(value):
+    f = fed([T0, T0 + 60], [50.0, 50.0])
+    f.observe(T0 + 120, value)
+    assert f.observations == 2
+    assert f.predict(T0 + 120).expected == pytest.approx(50.0, rel=0.01)
+
+
+def test_long_gap_resets_level_and_trend():
+    t = T0 + np.arange(0, 1800, 60.0)
+    f = fed(t, np.linspace(0, 300, len(t)))        # a steep ramp
+    f.observe(T0 + 1800 + 6 * 3600, 20.0)          # six hours later, a quiet level
+    fc = f.predict(T0 + 1800 + 6 * 3600)
+    assert fc.expected == pytest.approx(20.0, abs=1.0)
+
+
+def test_ramp_is_extrapolated_by_the_trend():
+    t = T0 + np.arange(0, 3600, 15.0)
+    level = np.where(t < T0 + 3000, 100.0, 100.0 + (t - (T0 + 3000)) * 0.5)   # +0.5 streams/s
+    f = fed(t, level)
+    fc = f.predict(t[-1])
+    assert fc.upper > level[-1] + 0.5 * 90        # sees at least half the next 180 s of ramp
+
+
+def test_weekly_history_learns_the_daily_cycle_ahead_of_a_ramp():
+    t = T0 + np.arange(0, 8 * DAY, 60.0)
+    rng = np.random.default_rng(1)
+    y = daily(t) * (1 + 0.02 * rng.standard_normal(len(t)))
+    f = fed(t, y)
+    # Morning ramp: the profile knows demand 3 minutes on is higher than now.
+    now = T0 + 8 * DAY + 6 * 3600
+    f.observe(now, float(daily(np.array([now]))[0]))
+    fc = f.predict(now)
+    assert fc.expected == pytest.approx(daily(np.array([now + 180]))[0], rel=0.03)
+    assert fc.history >= 7 * DAY - 60
+    assert fc.upper < fc.expected * 1.2           # steady noise: a narrow band
+
+
+def test_spike_widens_the_band_then_it_narrows_again():
+    t = T0 + np.arange(0, 6 * 3600, 15.0)
+    y = np.full(len(t), 200.0)
+    spike = (t > T0 + 3 * 3600) & (t < T0 + 3 * 3600 + 600)
+    y[spike] = 600.0
+    f = SeasonalForecaster(lead=180.0)
+    bands = {}
+    for ti, yi in zip(t, y):
+        f.observe(ti, yi)
+        if ti in (T0 + 3 * 3600 - 15, T0 + 3 * 3600 + 900, T0 + 6 * 3600 - 15):
+            bands[ti] = f.predict(ti).sigma
+    before, after, later = (bands[k] for k in sorted(bands))
+    assert after > 5 * max(before, 1e-3)
+    assert later < after / 2
+
+
+def test_counter_resets_become_increases():
+    counter = [10, 15, 25, float("nan"), 40, 3, 8]
+    inc = from_counter(counter)
+    assert np.isnan(inc[0]) and np.isnan(inc[3])
+    assert list(inc[[1, 2, 4, 5, 6]]) == [5, 10, 15, 3, 5]
+
+
+def test_clean_history_sorts_dedups_and_drops_garbage():
+    t, v = clean_history([3, 1, 2, 2, 4, 5], [30, 10, 20, 21, float("nan"), -1])
+    assert list(t) == [1, 2, 3] and list(v) == [10, 20, 30]
+    with pytest.raises(ValueError):
+        clean_history([1, 2], [1])
+
+
+def test_holt_winters_baseline_forecasts_a_level():
+    t = T0 + np.arange(0, 3 * 3600, 15.0)
+    f = HoltWintersForecaster(lead=180.0)
+    f.observe_many = None
+    for ti in t:
+        f.observe(ti, 120.0)
+    fc = f.predict(t[-1])
+    assert fc.expected == pytest.approx(120.0, rel=0.02)
+    assert fc.upper >= fc.expected and math.isfinite(fc.upper)

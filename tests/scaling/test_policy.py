@@ -1,0 +1,113 @@
+"""Policy decisions and drain planning, as tables."""
+
+from dataclasses import replace
+
+import pytest
+
+from speechops.api import parse_spec
+from speechops.scaling.forecast import Forecast
+from speechops.scaling.policy import (DRAINING_COST, REMOVABLE_COST, LiveSignals, PodLoad, Policy, PolicyConfig,
+                                      plan_replicas)
+
+CFG = PolicyConfig(streams_per_replica=10, target_utilization=0.8, min_replicas=1, max_replicas=20,
+                   scale_down_delay=300.0, lead_time=180.0, reserve_mode="auto", reserve_share=0.5)
+
+
+def fc(expected, upper):
+    return Forecast(at=1180.0, horizon=180.0, expected=expected, upper=upper, lower=max(2 * expected - upper, 0),
+                    model="level", sigma=0.1, history=86400.0)
+
+
+def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
+    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_frames=backlog)
+
+
+@pytest.mark.parametrize("config, signals, forecast, replicas, reason", [
+    (CFG, sig(replicas=5), fc(60, 72), 8, "ScaleUp"),                    # max(ceil(60 / 8), ceil(72 / 9))
+    (CFG, sig(replicas=5), fc(60, 95), 11, "ScaleUp"),                   # the band beyond the headroom: ceil(95 / 9)
+    (replace(CFG, band_at_full_capacity=False), sig(replicas=5), fc(60, 72), 9, "ScaleUp"),  # ceil(72 / 8)
+    (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
+    (CFG, sig(replicas=8, streams=60), fc(68, 75), 8, "Steady"),         # within 10% tolerance, band fits in 80
+    (CFG, sig(replicas=8, streams=60), fc(68, 85), 10, "ScaleUp"),       # band beyond full capacity: ceil(85 / 9)
+    (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
+    (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
+    (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
+    (CFG, sig(replicas=5, streams=None), None, 5, "NoData"),             # nothing known: hold
+    (CFG, sig(replicas=0, streams=None), None, 0, "NoData"),             # hold, even at zero
+    (CFG, sig(replicas=3, streams=40), None, 5, "ScaleUp"),              # no forecast: reactive on live
+    (PolicyConfig(mode="reactive", streams_per_replica=10, max_replicas=20), sig(replicas=2, streams=40),
+     fc(500, 600), 5, "ScaleUp"),                                        # reactive ignores the forecast
+    (PolicyConfig(mode="fixed", min_replicas=3, max_replicas=20), sig(replicas=7), fc(500, 600), 3, "Fixed"),
+], ids=["forecast-expected-at-target", "forecast-upper-at-capacity", "forecast-upper-at-target", "live-floor",
+        "tolerance-holds", "tolerance-yields-to-band", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
+        "no-data-never-from-zero", "fallback-reactive", "reactive-mode", "fixed-mode"])
+def test_first_decision(config, signals, forecast, replicas, reason):
+    d = Policy(config).decide(signals, forecast)
+    assert (d.replicas, d.reason) == (replicas, reason)
+
+
+def test_scale_down_waits_for_the_whole_window_and_takes_its_highest_recommendation():
+    p = Policy(CFG)
+    assert p.decide(sig(now=0, replicas=10, streams=70), fc(70, 75)).replicas == 10
+    # Demand falls; recommendations 4 for 300 s: hold until the window is over.
+    for now in range(15, 300, 15):
+        d = p.decide(sig(now=now, replicas=10, streams=25), fc(25, 30))
+        assert d.replicas == 10 and d.reason == "ScaleDownDelayed", now
+    d = p.decide(sig(now=315, replicas=10, streams=25), fc(25, 30))
+    assert (d.replicas, d.reason) == (4, "ScaleDown")
+    assert "scaling 10→4" in d.message and "forecast 25 streams" in d.message
+
+
+def test_scale_up_is_immediate_even_inside_the_window():
+    p = Policy(CFG)
+    p.decide(sig(now=0, replicas=4), fc(30, 32))
+    d = p.decide(sig(now=15, replicas=4), fc(100, 120))
+    assert (d.replicas, d.reason) == (14, "ScaleUp")   # max(ceil(100 / 8), ceil(120 / 9))
+
+
+def test_min_replicas_is_a_floor_and_missing_data_never_scales_to_zero():
+    cfg = PolicyConfig(streams_per_replica=10, min_replicas=2, max_replicas=9, scale_down_delay=0)
+    p = Policy(cfg)
+    assert p.decide(sig(now=0, replicas=3, streams=0), fc(0, 0)).replicas == 2
+    zero = PolicyConfig(streams_per_replica=10, min_replicas=0, max_replicas=9, scale_down_delay=0)
+    q = Policy(zero)
+    assert q.decide(sig(now=0, replicas=3, streams=None), None).replicas == 3
+
+
+def test_reserve_follows_the_band():
+    d = Policy(CFG).decide(sig(replicas=5), fc(40, 72))   # band 32 streams, share 0.5 -> 16 -> 2 pods
+    assert d.reserve == 2
+    fixed = PolicyConfig(reserve_mode="fixed", reserve_count=3)
+    assert Policy(fixed).decide(sig(), fc(40, 72)).reserve == 3
+
+
+def test_config_comes_from_the_spec_and_the_tier():
+    cfg = PolicyConfig.from_spec(parse_spec({"profile": "realtime", "capacity": {"streamsPerReplica": 32},
+                                             "scaling": {"leadTime": "4m", "scaleDownDelay": "10m"}}))
+    assert (cfg.streams_per_replica, cfg.lead_time, cfg.scale_down_delay, cfg.headroom_sigmas) == (32, 240, 600, 2.5)
+
+
+def pod(name, streams, ready=True, draining=False):
+    return PodLoad(name=name, streams=streams, ready=ready, draining=draining)
+
+
+@pytest.mark.parametrize("pods, target, replicas, drain, remove", [
+    ([pod("a", 5), pod("b", 0), pod("c", 9)], 3, 3, (), ()),                       # steady
+    ([pod("a", 5), pod("b", 0), pod("c", 9)], 5, 5, (), ()),                       # scale up: 2 more
+    ([pod("a", 5), pod("b", 0), pod("c", 9)], 2, 3, ("b",), ()),                   # empty pod drains first
+    ([pod("a", 5), pod("b", 0, draining=True), pod("c", 9)], 2, 2, (), ("b",)),   # drained and empty: goes
+    ([pod("a", 5), pod("b", 2, draining=True), pod("c", 9)], 2, 3, (), ()),       # still streaming: stays
+    ([pod("a", 5), pod("n", None, ready=False), pod("c", 9)], 2, 2, (), ("n",)),  # never ready: goes first
+    ([pod("a", None), pod("c", None)], 1, 2, (), ()),                              # silent pods: never cut
+    ([pod("a", 5), pod("b", 3, draining=True)], 3, 4, (), ()),                     # up while draining: on top
+], ids=["steady", "up", "drain-emptiest", "remove-drained", "keep-draining", "not-ready-first",
+        "unknown-load-kept", "up-while-draining"])
+def test_plan_replicas(pods, target, replicas, drain, remove):
+    plan = plan_replicas(pods, target)
+    assert (plan.replicas, plan.drain, plan.remove) == (replicas, drain, remove)
+
+
+def test_deletion_costs_put_removable_pods_first_and_streaming_draining_pods_last():
+    plan = plan_replicas([pod("a", 5), pod("b", 0, draining=True), pod("c", 2, draining=True), pod("d", 1)], 2)
+    assert plan.costs == {"a": 5, "b": REMOVABLE_COST, "c": DRAINING_COST + 2, "d": 1}
+    assert plan.replicas == 3

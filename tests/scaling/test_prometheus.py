@@ -1,0 +1,141 @@
+"""The controller tick against a real Prometheus: history, live demand, and failures."""
+
+from __future__ import annotations
+
+import http.server
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from speechops.api import parse_spec
+from speechops.scaling import controller
+from speechops.scaling.signals import PrometheusSource, SignalError, queries_for
+
+NAMESPACE, PIPELINE = "speech", "callcenter"   # as backfilled by the prometheus fixture
+
+pytestmark = pytest.mark.prometheus
+
+SPEC = {"capacity": {"streamsPerReplica": 16, "minReplicas": 1, "maxReplicas": 100},
+        "scaling": {"leadTime": "180s", "history": "14d"}}
+
+
+def ready_pod(name, created="2026-01-01T00:00:00Z", ready_at="2026-01-01T00:01:30Z"):
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}]}}
+
+
+def run_tick(url, spec=SPEC, pods=(), streams=None, state=None, now=None, timeout=5.0):
+    parsed = parse_spec(spec)
+    state = state or controller.ScalerState.for_spec(parsed)
+    source = PrometheusSource(url, timeout=timeout) if url else None
+    return state, controller.tick(state, parsed, NAMESPACE, PIPELINE, now or time.time(), source,
+                                  list(pods), streams or {})
+
+
+def test_history_query_spans_weeks_in_chunks(prometheus):
+    src = PrometheusSource(prometheus.url)
+    q = queries_for({}, NAMESPACE, PIPELINE)["streams"]
+    times, values = src.history(q, prometheus.end - 14 * 86400, prometheus.end)
+    assert len(times) >= 14 * 1440 - 5            # more than one Prometheus range query's worth
+    assert values.max() > 300 and values.min() < 60
+
+
+def test_tick_forecasts_from_two_weeks_and_sizes_replicas(prometheus):
+    now = prometheus.end + 30
+    state, result = run_tick(prometheus.url, pods=[ready_pod("w-1"), ready_pod("w-2")], now=now)
+    f = result.forecast
+    assert result.scaling_active and result.condition_reason == "Forecasting"
+    assert result.history_points >= 14 * 1440 - 5
+    assert f is not None and f.history >= 13.9 * 86400 and "seasonal-weekly" in f.model or "level" in f.model
+    truth = float(prometheus.demand(np.array([now + 180.0]))[0])
+    assert f.expected == pytest.approx(truth, rel=0.25, abs=20)
+    assert f.upper >= f.expected
+    # Pods started in 90 s here, so the spec's 180 s lead stands.
+    assert result.lead == 180
+    need = max(math.ceil(max(f.upper, result.live_streams) / (16 * 0.8) - 1e-9), 1)
+    assert result.decision.replicas == max(need, 2) or result.decision.replicas == need
+    status = result.status_patch("2026-01-01T00:00:00Z")
+    assert status["desiredReplicas"] == result.decision.replicas
+    assert status["forecast"]["horizonSeconds"] == 180 and status["forecast"]["model"] == f.model
+    # The next tick only feeds what is new.
+    _, again = run_tick(prometheus.url, state=state, now=now + 15)
+    assert again.history_points <= 1
+
+
+def test_slow_pod_starts_lengthen_the_lead(prometheus):
+    pods = [ready_pod("w-1", ready_at="2026-01-01T00:05:00Z")]     # 300 s to ready
+    _, result = run_tick(prometheus.url, pods=pods, now=prometheus.end + 30)
+    assert result.lead == 315 and result.forecast.horizon == 315
+
+
+def test_partial_history_still_forecasts(prometheus):
+    spec = {**SPEC, "scaling": {"history": "6h"}}
+    _, result = run_tick(prometheus.url, spec=spec, now=prometheus.end + 30)
+    assert result.scaling_active and result.forecast is not None
+    assert "partial history" in result.condition_message
+
+
+def test_unknown_series_falls_back_to_live_pod_counts(prometheus):
+    spec = {**SPEC, "scaling": {"queries": {"streams": 'sum(nothing_here{pipeline="$pipeline"})'}}}
+    _, result = run_tick(prometheus.url, spec=spec, pods=[ready_pod("w-1")], streams={"w-1": 30.0},
+                         now=prometheus.end + 30)
+    assert not result.scaling_active and result.condition_reason == "NoHistory"
+    assert result.live_streams == 30.0 and result.decision.replicas >= 3
+
+
+def test_bad_query_override_is_reported():
+    with pytest.raises(SignalError) as err:
+        queries_for({"stream": "x"}, NAMESPACE, PIPELINE)
+    assert err.value.reason == "QueryInvalid"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    mode = "garbage"
+
+    def do_GET(self):  # noqa: N802
+        if self.server.mode == "slow":
+            time.sleep(2)
+        body = b"<html>not prometheus</html>" if self.server.mode == "garbage" else b'{"status":"success","data":{"result":"x"}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(params=["garbage", "wrong-shape", "slow"])
+def bad_prometheus(request):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.mode = request.param
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield request.param, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_broken_prometheus_sets_a_reason_and_falls_back(bad_prometheus):
+    mode, url = bad_prometheus
+    pods = [ready_pod("w-1"), ready_pod("w-2")]
+    _, result = run_tick(url, pods=pods, streams={"w-1": 10.0, "w-2": 12.0}, timeout=0.5)
+    expected = {"garbage": "PrometheusGarbage", "wrong-shape": "PrometheusGarbage", "slow": "PrometheusSlow"}[mode]
+    assert (result.scaling_active, result.condition_reason) == (False, expected)
+    assert result.live_streams == 22.0 and result.decision.replicas == 2      # reactive on gateway counts
+
+
+def test_prometheus_down_and_silent_gateways_hold_replicas():
+    pods = [ready_pod(f"w-{i}") for i in range(4)]
+    _, result = run_tick("http://127.0.0.1:9", pods=pods, streams={}, timeout=0.5)
+    assert (result.scaling_active, result.condition_reason) == (False, "PrometheusUnavailable")
+    assert result.decision.reason == "NoData" and result.decision.replicas == 4 and result.plan.replicas == 4
+    assert "holding replicas" in result.condition_message

@@ -1,0 +1,224 @@
+"""The scaler's kopf timer against KMock: it patches the worker and reserve Deployments'
+replicas, pod deletion costs, status and the ScalingActive condition, drains before it
+removes, and falls back to the gateways' counts when Prometheus is down.
+
+KMock runs on its own event loop in a thread, the operator in kopf's KopfRunner thread,
+and the gateways are real prometheus_client exporters on 127.0.0.x loopback addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+
+import kmock
+import kopf.testing
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from speechops import names
+
+pytestmark = pytest.mark.prometheus
+HERE = Path(__file__).parent
+NS = "speech"
+CRD = "speechops.dev/v1alpha1/speechpipelines"
+
+
+class Emulator:
+    """KMock's Kubernetes emulator served from its own loop, so sync clients can call it."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(20), "KMock did not start"
+
+    async def _main(self):
+        self.stop = asyncio.Event()
+        async with kmock.KubernetesEmulator() as k, kmock.Server(k):
+            k.resources.load_bundled()
+            k.resources[CRD] = {"kind": "SpeechPipeline", "namespaced": True, "singular": "speechpipeline",
+                                "verbs": {"list", "watch", "get", "patch", "create"}, "subresources": {"status"}}
+            self.k = k
+            self.url = str(k.url).rstrip("/")
+            self.ready.set()
+            await self.stop.wait()
+
+    def put(self, resource: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        meta.setdefault("namespace", NS)
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta.setdefault("resourceVersion", "1")
+        self.k.objects[resource, NS, meta["name"]] = obj
+
+    def get(self, resource: str, name: str) -> dict:
+        return self.k.objects[resource, NS, name]
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(10)
+
+
+class Gateway:
+    """A gateway's admin endpoint: /metrics from a real registry, POST /drain recorded."""
+
+    def __init__(self, ip: str, port: int, pipeline: str, streams: float):
+        self.registry = CollectorRegistry()
+        self.gauge = Gauge(names.M_ACTIVE_STREAMS, "open streams", ["namespace", "pipeline"], registry=self.registry)
+        self.gauge.labels(NS, pipeline).set(streams)
+        self.drained = False
+        gateway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self._answer(generate_latest(gateway.registry))
+
+            def do_POST(self):  # noqa: N802
+                gateway.drained = self.path == "/drain"
+                self._answer(b"draining\n")
+
+            def _answer(self, body):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port_on(ips) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((ips[0], 0))
+            port = s.getsockname()[1]
+        try:
+            for ip in ips[1:]:
+                with socket.socket() as s:
+                    s.bind((ip, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port on all loopback addresses")
+
+
+def worker_pod(pipeline: str, name: str, ip: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {names.LABEL_PIPELINE: pipeline, names.LABEL_COMPONENT: "worker"},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True",
+                                                    "lastTransitionTime": "2026-01-01T00:01:30Z"}]}}
+
+
+def deployment(name: str, replicas: int) -> dict:
+    labels = {names.LABEL_PIPELINE: name.rsplit("-", 1)[0], names.LABEL_COMPONENT: name.rsplit("-", 1)[1]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "x", "image": "x"}]}}}}
+
+
+def pipeline(name: str, spec: dict) -> dict:
+    return {"apiVersion": "speechops.dev/v1alpha1", "kind": "SpeechPipeline",
+            "metadata": {"name": name, "generation": 1}, "spec": spec}
+
+
+def wait_for(check, timeout=40.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (KeyError, TypeError, IndexError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    emu = Emulator()
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+current-context: kmock
+clusters: [{{name: kmock, cluster: {{server: "{emu.url}"}}}}]
+contexts: [{{name: kmock, context: {{cluster: kmock, user: kmock}}}}]
+users: [{{name: kmock, user: {{token: test}}}}]
+""")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    yield emu
+    emu.close()
+
+
+def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch):
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    port = free_port_on(ips)
+    monkeypatch.setenv("SPEECHOPS_GATEWAY_ADMIN_PORT", str(port))
+    # Forecast pipeline: demand from Prometheus' two weeks of history.
+    cluster.put(CRD, pipeline(prometheus.pipeline, {
+        "capacity": {"streamsPerReplica": 16, "minReplicas": 2, "maxReplicas": 100},
+        "scaling": {"prometheusUrl": prometheus.url, "history": "14d"}}))
+    cluster.put("apps/v1/deployments", deployment(names.worker_deployment(prometheus.pipeline), 2))
+    cluster.put("apps/v1/deployments", deployment(names.reserve_deployment(prometheus.pipeline), 0))
+    # Reactive pipeline whose Prometheus is down: three gateways, one of them empty.
+    cluster.put(CRD, pipeline("dictation", {
+        "capacity": {"streamsPerReplica": 16, "minReplicas": 1, "maxReplicas": 10},
+        "scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9", "scaleDownDelay": "0s"},
+        "reserve": {"mode": "none"}}))
+    cluster.put("apps/v1/deployments", deployment("dictation-worker", 3))
+    cluster.put("apps/v1/deployments", deployment("dictation-reserve", 0))
+    load = {"dictation-a": 0.0, "dictation-b": 9.0, "dictation-c": 11.0}
+    gateways = {}
+    for (pod_name, streams), ip in zip(load.items(), ips):
+        cluster.put("v1/pods", worker_pod("dictation", pod_name, ip))
+        gateways[pod_name] = Gateway(ip, port, "dictation", streams)
+    try:
+        args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
+        with kopf.testing.KopfRunner(args, timeout=90) as runner:
+            # Forecast pipeline: status, condition and the Deployment's replicas agree.
+            status = wait_for(lambda: cluster.get(CRD, prometheus.pipeline)["status"].get("forecast")
+                              and cluster.get(CRD, prometheus.pipeline)["status"])
+            forecast = status["forecast"]
+            need = max(math.ceil(forecast["upper"] / (16 * 0.8) - 1e-9), 2)
+            assert status["desiredReplicas"] >= need
+            assert forecast["horizonSeconds"] == 180 and forecast["reason"].startswith("forecast ")
+            cond = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
+            assert cond["status"] == "True" and cond["reason"] == "Forecasting"
+            worker = names.worker_deployment(prometheus.pipeline)
+            wait_for(lambda: cluster.get("apps/v1/deployments", worker)["spec"]["replicas"] == status["desiredReplicas"])
+
+            # Reactive pipeline on gateway counts: 20 streams need 2 pods; the empty one
+            # drains first, and goes only once it is draining and still empty.
+            wait_for(lambda: gateways["dictation-a"].drained)
+            wait_for(lambda: cluster.get("apps/v1/deployments", "dictation-worker")["spec"]["replicas"] == 2)
+            pods = {n: cluster.get("v1/pods", n)["metadata"]["annotations"] for n in load}
+            assert pods["dictation-a"][names.ANNOTATION_DRAINING] == "true"
+            assert pods["dictation-a"][names.POD_DELETION_COST] == "-1000"
+            assert int(pods["dictation-b"][names.POD_DELETION_COST]) == 9
+            assert not gateways["dictation-b"].drained and not gateways["dictation-c"].drained
+            dictation = cluster.get(CRD, "dictation")["status"]
+            cond = next(c for c in dictation["conditions"] if c["type"] == "ScalingActive")
+            assert (cond["status"], cond["reason"]) == ("False", "PrometheusUnavailable")
+            assert dictation["desiredReplicas"] == 2 and dictation["activeStreams"] == 20
+            # kopf posts Events with generateName, which KMock does not expand: the first lands.
+            events = [dict(obj) for key, obj in cluster.k.objects.items() if "events" in str(key[0])]
+        assert runner.exit_code == 0, runner.output
+        assert "scaling 3→2" in runner.output or "ScaleDown" in runner.output
+        assert any("scaling" in e.get("message", "") and e.get("reason", "").startswith("Scale") for e in events), events
+    finally:
+        for g in gateways.values():
+            g.close()
