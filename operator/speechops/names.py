@@ -59,3 +59,13 @@ M_DROPPED_FRAMES = "speechops_dropped_frames_total"          # counter{reason}
 M_REJECTED_STREAMS = "speechops_rejected_streams_total"      # counter{reason}
 M_DEGRADED_STREAMS = "speechops_degraded_streams"            # gauge{level}
 M_DRAINING = "speechops_draining"                            # gauge 0/1
+
+# Worker pod environment (the operator sets these; the gateway reads them).
+ENV_PIPELINE = "PIPELINE"            # pipeline name
+ENV_NAMESPACE = "NAMESPACE"          # pipeline namespace
+ENV_PROFILE = "PROFILE"              # latency tier
+ENV_PIPELINE_SPEC = "PIPELINE_SPEC"  # JSON: the worker-relevant part of the spec; parse with api.parse_spec
+ENV_POD_NAME = "POD_NAME"
+ENV_TRITON_GRPC_URL = "TRITON_GRPC_URL"
+# Where the worker image keeps the models it ships (used when the spec names no repository).
+WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
