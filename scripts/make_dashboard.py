@@ -5,7 +5,8 @@ Metric names come from speechops.names, so the dashboard queries exactly what th
 gateway and the operator export. tests/chart/test_dashboard.py checks that the
 committed JSON is this script's output.
 
-    PYTHONPATH=operator python scripts/make_dashboard.py
+    PYTHONPATH=operator python scripts/make_dashboard.py            # write
+    PYTHONPATH=operator python scripts/make_dashboard.py --check    # exit 1 if stale
 """
 
 from __future__ import annotations
@@ -130,7 +131,12 @@ def render() -> str:
     return json.dumps(build(), indent=2) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        if OUT.read_text() != render():
+            print(f"{OUT} is stale: run scripts/make_dashboard.py", file=sys.stderr)
+            return 1
+        return 0
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(render())
     print(f"wrote {OUT}", file=sys.stderr)
@@ -138,4 +144,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
