@@ -2,8 +2,11 @@
 
 The operator's needs are derived from its source, not written down by hand:
 
-- every call on the operator's Kubernetes client (`kube.get/list/create/patch/delete`)
-  is found in the AST of operator/speechops/**; the kind it addresses is a literal
+- every call of the official `kubernetes` client (`core.patch_namespaced_pod(...)`) is
+  found in the AST of operator/speechops/**, and the client's own generated code says
+  which HTTP method and path it sends, hence which verb on which resource;
+- every call on the operator's own client (`kube.get/list/create/patch/delete`) is
+  found the same way; the kind it addresses is a literal
   (`"PriorityClass"`, `api.KIND`) or, for the generic apply loops, the set of kinds
   declared in VARIABLE_KIND_CALLS below, each computed from the operator's own tables
   (reconcile.CHILD_KINDS, the desired-state builders);
@@ -23,11 +26,15 @@ nobody declared (so a new apply loop cannot silently widen the operator's needs)
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import kubernetes.client
 import pytest
 from kopf._cogs.structs import references as kopf_refs
 
@@ -125,6 +132,78 @@ def client_calls() -> list[CallSite]:
     return sites
 
 
+@functools.lru_cache(maxsize=None)
+def official_client_requests(method: str, api_class: str | None = None) -> frozenset[tuple[str, str]]:
+    """(HTTP method, path) a `kubernetes.client` API method sends, read from the
+    client's generated request builder; empty when no API class has the method.
+    `api_class` narrows names several classes share (CoreV1Api and EventsV1Api)."""
+    found = set()
+    for cls_name in [api_class] if api_class else dir(kubernetes.client):
+        cls = getattr(kubernetes.client, cls_name)
+        builder = getattr(cls, f"_{method}_serialize", None) if isinstance(cls, type) else None
+        if builder is None:
+            continue
+        src = inspect.getsource(builder)
+        http = re.search(r"method='(\w+)'", src).group(1)
+        path = re.search(r"resource_path='([^']+)'", src).group(1)
+        found.add((http, path))
+    return frozenset(found)
+
+
+def request_need(http: str, path: str, watch: bool = False) -> Need:
+    parts = [p for p in path.split("/") if p]
+    group = "" if parts[0] == "api" else parts[1]
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if rest[:2] == ["namespaces", "{namespace}"] and len(rest) > 2:
+        rest = rest[2:]
+    resource, named = rest[0], len(rest) > 1
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    verb = {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(http)
+    if http == "GET":
+        verb = "get" if named else ("watch" if watch else "list")
+    elif http == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    return Need(group, resource, verb)
+
+
+def _api_classes(func: ast.AST) -> dict[str, str]:
+    """Variable -> kubernetes.client API class, from `x = ...CoreV1Api(...)` and
+    `x: kubernetes.client.CoreV1Api` parameters inside one function."""
+    found = {}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            cls = ast.unparse(node.value.func).rsplit(".", 1)[-1]
+            for target in node.targets:
+                if isinstance(target, ast.Name) and cls.endswith("Api"):
+                    found[target.id] = cls
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            cls = ast.unparse(node.annotation).rsplit(".", 1)[-1]
+            if cls.endswith("Api") and cls != "ApiClient":
+                found[node.arg] = cls
+    return found
+
+
+def official_client_calls() -> list[tuple[str, Need]]:
+    calls = []
+    for module, tree in _modules():
+        for func in _functions(tree):
+            classes = _api_classes(func)
+            for node in ast.walk(func):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                receiver = ast.unparse(node.func.value)
+                api_class = classes.get(receiver)
+                if isinstance(node.func.value, ast.Call):     # CoreV1Api(client).read_...
+                    api_class = ast.unparse(node.func.value.func).rsplit(".", 1)[-1]
+                    api_class = api_class if api_class.endswith("Api") else None
+                requests = official_client_requests(node.func.attr, api_class)
+                watch = any(k.arg == "watch" for k in node.keywords)
+                for http, path in sorted(requests):
+                    calls.append((f"{module}.{func.name}", request_need(http, path, watch)))
+    return calls
+
+
 def kopf_handler_resources() -> list[tuple[str, str, bool]]:
     """(group, plural, is_change_handler) for every kopf handler decorator."""
     found = []
@@ -201,6 +280,8 @@ def code_needs() -> tuple[dict[Need, str], list[str]]:
             group, plural = _kind_resource(kind)
             resource = f"{plural}/{site.subresource}" if site.subresource else plural
             needs.setdefault(Need(group, resource, site.verb), site.where)
+    for where, need in official_client_calls():
+        needs.setdefault(need, where)
     for stale in sorted(set(VARIABLE_KIND_CALLS) - seen_variable_sites):
         problems.append(f"VARIABLE_KIND_CALLS names {stale}, which makes no client call any more")
     for group, plural, changes in kopf_handler_resources():
@@ -273,3 +354,22 @@ def test_a_call_the_role_lacks_is_reported(monkeypatch):
                         {k: v for k, v in VARIABLE_KIND_CALLS.items() if k != "reconcile.apply_child"})
     _, problems = code_needs()
     assert any("reconcile.apply_child" in p for p in problems)
+
+
+@pytest.mark.parametrize("method, need", [
+    ("list_namespaced_pod", Need("", "pods", "list")),
+    ("patch_namespaced_pod", Need("", "pods", "patch")),
+    ("read_namespaced_deployment", Need("apps", "deployments", "get")),
+    ("patch_namespaced_deployment_scale", Need("apps", "deployments/scale", "patch")),
+    ("create_namespaced_event/CoreV1Api", Need("", "events", "create")),
+    ("create_namespaced_event/EventsV1Api", Need("events.k8s.io", "events", "create")),
+    ("delete_priority_class", Need("scheduling.k8s.io", "priorityclasses", "delete")),
+    ("patch_namespaced_custom_object_status", None),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_official_client_methods_map_to_rbac_needs(method, need):
+    method, _, api_class = method.partition("/")
+    requests = official_client_requests(method, api_class or None)
+    if need is None:   # custom objects: group and plural are arguments, not in the path
+        assert all("{group}" in path for _, path in requests)
+        return
+    assert {request_need(h, p) for h, p in requests} == {need}
