@@ -39,4 +39,4 @@ USER 10001:10001
 # kopf's liveness endpoint and the operator's metrics (see the chart's values).
 EXPOSE 8080 9300
 ENTRYPOINT ["speechops"]
-CMD ["run", "--all-namespaces"]
+CMD ["run", "-A"]

@@ -94,7 +94,7 @@ def test_default_operator_is_ha_cluster_wide_with_peering():
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert deployment["spec"]["replicas"] == 2
     assert args[0] == "run"
-    assert "--all-namespaces" in args and "--peering=speechops" in args
+    assert "-A" in args and "--peering=speechops" in args
     assert "--metrics-port=9300" in args and "--liveness=http://0.0.0.0:8080/healthz" in args
     assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterKopfPeering")] == ["speechops"]
     (pdb,) = by_kind(docs, "PodDisruptionBudget")
@@ -105,7 +105,7 @@ def test_watching_namespaces_uses_namespaced_peering_in_each():
     docs = manifests(VALUE_SETS["namespaced"])
     args = _operator(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=speech-a" in args and "--namespace=speech-b" in args
-    assert "--all-namespaces" not in args
+    assert "-A" not in args
     assert not by_kind(docs, "ClusterKopfPeering")
     assert sorted(d["metadata"]["namespace"] for d in by_kind(docs, "KopfPeering")) == ["speech-a", "speech-b"]
     assert sorted(d["metadata"]["namespace"] for d in by_kind(docs, "NetworkPolicy")
