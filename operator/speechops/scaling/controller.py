@@ -1,0 +1,164 @@
+"""One scaler tick: signals -> forecast -> policy -> decision, plus what to write back.
+
+`tick()` does the Prometheus reads (through a `PrometheusSource`) and nothing else with
+the outside world: the pods and their live stream counts come in as arguments, and the
+result says what to patch (replicas, deletion costs, status, condition, event). The kopf
+timer in `handlers.py` gathers the arguments and applies the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from speechops import names
+from speechops.api import PipelineSpec
+from speechops.scaling.forecast import Forecast, SeasonalForecaster, clean_history
+from speechops.scaling.policy import (Decision, DrainPlan, LiveSignals, PodLoad, Policy, PolicyConfig,
+                                      plan_replicas)
+from speechops.scaling.signals import (STEP, PrometheusSource, SignalError, measured_start_time,
+                                       pod_is_ready, queries_for)
+
+TICK = 15.0
+
+
+@dataclass
+class ScalerState:
+    """What one pipeline's scaler remembers between ticks (kopf's memo holds it)."""
+    config: PolicyConfig
+    policy: Policy
+    forecaster: SeasonalForecaster | None = None
+    fed_until: float = 0.0
+    lead: float = 0.0
+
+    @classmethod
+    def for_spec(cls, spec: PipelineSpec) -> "ScalerState":
+        config = PolicyConfig.from_spec(spec)
+        return cls(config=config, policy=Policy(config))
+
+
+@dataclass(frozen=True)
+class TickResult:
+    decision: Decision
+    plan: DrainPlan
+    lead: float
+    scaling_active: bool
+    condition_reason: str
+    condition_message: str
+    live_streams: float | None
+    forecast: Forecast | None
+    history_points: int = 0
+    pod_loads: tuple[PodLoad, ...] = field(default=())
+
+    def status_patch(self, now_rfc3339: str) -> dict[str, Any]:
+        d = self.decision
+        status: dict[str, Any] = {"desiredReplicas": d.replicas, "reserveReplicas": d.reserve,
+                                  "activeStreams": None if self.live_streams is None else round(self.live_streams)}
+        if d.forecast is not None:
+            f = d.forecast
+            status["forecast"] = {
+                "time": now_rfc3339, "horizonSeconds": round(f.horizon), "expected": round(f.expected, 1),
+                "upper": round(f.upper, 1), "lower": round(f.lower, 1), "desiredReplicas": d.replicas,
+                "model": f.model, "reason": d.message,
+            }
+        return status
+
+
+def state_for(memo: dict, spec: PipelineSpec) -> ScalerState:
+    """The pipeline's state, rebuilt when the scaling-relevant spec changes."""
+    config = PolicyConfig.from_spec(spec)
+    state: ScalerState | None = memo.get("scaler")
+    if state is None or state.config != config:
+        state = ScalerState(config=config, policy=Policy(config))
+        memo["scaler"] = state
+    return state
+
+
+def pod_loads(pods: Sequence[Mapping[str, Any]], streams: Mapping[str, float | None]) -> list[PodLoad]:
+    loads = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue   # already going; the ReplicaSet no longer counts it
+        name = meta["name"]
+        draining = (meta.get("annotations") or {}).get(names.ANNOTATION_DRAINING) == "true"
+        loads.append(PodLoad(name=name, streams=streams.get(name), ready=pod_is_ready(pod), draining=draining))
+    return loads
+
+
+def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now: float,
+         source: PrometheusSource | None, pods: Sequence[Mapping[str, Any]],
+         pod_streams: Mapping[str, float | None]) -> TickResult:
+    cfg = state.config
+    loads = pod_loads(pods, pod_streams)
+    started = measured_start_time(pods)
+    # Pods must be ready when demand arrives: the lead is at least one start plus a tick.
+    lead = max(cfg.lead_time, (started or 0.0) + TICK)
+    if lead != state.lead:
+        state.forecaster, state.fed_until, state.lead = None, 0.0, lead
+
+    live = backlog = None
+    forecast = None
+    active, reason, message = True, "Forecasting", ""
+    points = 0
+    if cfg.mode == "fixed":
+        reason, message = "FixedReplicas", f"fixed mode: {cfg.min_replicas} replicas"
+    elif source is None:
+        active, reason, message = False, "PrometheusNotConfigured", "no Prometheus URL: scaling on live gateway metrics"
+    else:
+        try:
+            q = queries_for(spec.scaling.queries, namespace, name)
+            live = source.instant(q["streams"], "live streams")
+            backlog = source.instant(q["backlog"], "backlog")
+            if cfg.mode == "predictive":
+                points = _feed_history(state, source, q["streams"], now, spec.scaling.history)
+                if state.forecaster is not None and state.forecaster.observations:
+                    forecast = state.forecaster.predict(now, lead)
+                    span = forecast.history / 3600
+                    message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
+                               if span >= 24 else f"partial history ({span:.1f}h): seasonal profile not used yet")
+                else:
+                    active, reason, message = False, "NoHistory", "Prometheus has no history for this pipeline yet: scaling on live streams"
+            else:
+                reason, message = "Reactive", "reactive mode: live streams only"
+        except SignalError as exc:
+            active, reason, message = False, exc.reason, exc.message
+            live = backlog = None
+
+    # Fall back to the gateways' own counts when Prometheus had nothing; only when every
+    # ready pod answered, or a silent pod would count as empty and release capacity.
+    ready_loads = [p for p in loads if p.ready]
+    if live is None and ready_loads and all(p.streams is not None for p in ready_loads):
+        live = float(sum(p.streams for p in ready_loads))
+        if not active:
+            message += "; using the gateways' live stream counts"
+    elif live is None and not active:
+        message += "; no live stream counts either: holding replicas"
+
+    draining = sum(1 for p in loads if p.draining)
+    serving_now = max(len(loads) - draining, 0)
+    signals = LiveSignals(now=now, replicas=serving_now, active_streams=live, backlog_frames=backlog,
+                          ready_replicas=sum(1 for p in loads if p.ready and not p.draining))
+    decision = state.policy.decide(signals, forecast)
+    plan = plan_replicas(loads, decision.replicas)
+    return TickResult(decision=decision, plan=plan, lead=lead, scaling_active=active, condition_reason=reason,
+                      condition_message=message or decision.message, live_streams=live, forecast=forecast,
+                      history_points=points, pod_loads=tuple(loads))
+
+
+def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:
+    """The full history on the first tick, then only what is new since the last one."""
+    if state.forecaster is None:
+        state.forecaster = SeasonalForecaster(lead=state.lead, band_sigmas=state.config.headroom_sigmas)
+        start = now - history
+    else:
+        start = state.fed_until + STEP
+    end = math.floor(now / STEP) * STEP
+    if end < start:
+        return 0
+    times, values = clean_history(*source.history(query, start, end))
+    state.forecaster.observe_many(times, values)
+    if len(times):
+        state.fed_until = float(times[-1])
+    return len(times)

@@ -1,0 +1,325 @@
+"""Demand forecasts one lead time ahead, with a band from the forecaster's own recent errors.
+
+A forecaster is fed observations in time order (`observe`) and asked for the demand at
+`now + horizon` (`predict`). The same object serves the live operator (fed the Prometheus
+history once, then each new point) and the backtest (fed every 15 s tick), so both judge
+the same code.
+
+`SeasonalForecaster` blends three predictors and weights them by how well each did at the
+lead time lately, so one tuning fits traces where the last value wins (bursty, no cycle)
+and traces where the daily or weekly cycle wins:
+
+- level: the recent value (the last value beats seasonal-naive at minutes ahead);
+- trend: level plus a damped short-term slope (ramps that started already);
+- seasonal: level times the weekly (or, with less than a week of history, daily) profile's
+  change between now and now + horizon, so the recent level corrects the profile.
+
+The band comes from the blend's errors at exactly the lead time (not one-step residuals,
+which understate the error three minutes out), relative to the level and weighted to the
+recent past, so it widens in a regime change and narrows again after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+DAY = 86400.0
+WEEK = 7 * DAY
+BIN = 60.0                        # seasonal profiles keep one value per minute
+DAY_BINS = int(DAY // BIN)
+WEEK_BINS = int(WEEK // BIN)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    at: float            # unix seconds the forecast is for (now + horizon)
+    horizon: float       # seconds ahead
+    expected: float      # streams
+    upper: float         # expected + band
+    lower: float
+    model: str           # what produced it, e.g. "seasonal-weekly+trend"
+    sigma: float         # band scale, relative to the level (0.05 = 5%)
+    history: float       # seconds of history seen
+
+    @property
+    def band(self) -> float:
+        return self.upper - self.expected
+
+
+def _alpha(dt: float, tau: float) -> float:
+    """Exponential-smoothing weight for a step of `dt` seconds and time constant `tau`,
+    so irregular steps (60 s live, 15 s in the backtest, gaps) weigh the same per second."""
+    return 1.0 - math.exp(-max(dt, 0.0) / tau)
+
+
+class SeasonalProfile:
+    """Mean demand per minute of the day and of the week, smoothed across days."""
+
+    def __init__(self, weight: float = 0.3):
+        self.weight = weight
+        self.day = np.zeros(DAY_BINS)
+        self.day_n = np.zeros(DAY_BINS, dtype=np.int32)
+        self.week = np.zeros(WEEK_BINS)
+        self.week_n = np.zeros(WEEK_BINS, dtype=np.int32)
+        self._minute: int | None = None
+        self._sum = 0.0
+        self._count = 0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+
+    def add(self, t: float, value: float) -> None:
+        minute = int(t // BIN)
+        if self._minute is not None and minute != self._minute:
+            self._commit()
+        self._minute = minute
+        self._sum += value
+        self._count += 1
+        self.first_t = t if self.first_t is None else self.first_t
+        self.last_t = t
+
+    def _commit(self) -> None:
+        if not self._count:
+            return
+        mean = self._sum / self._count
+        for table, counts, index in ((self.day, self.day_n, self._minute % DAY_BINS),
+                                     (self.week, self.week_n, self._minute % WEEK_BINS)):
+            w = 1.0 if counts[index] == 0 else self.weight
+            table[index] += w * (mean - table[index])
+            counts[index] += 1
+        self._sum, self._count = 0.0, 0
+
+    def span(self) -> float:
+        return 0.0 if self.first_t is None else self.last_t - self.first_t
+
+    def value(self, t: float, width: int = 3) -> tuple[float, str] | None:
+        """Profile value around `t` (mean over +-width minutes), from the weekly table when
+        a week of history covers it, else the daily one; None without a day of history."""
+        minute = int(t // BIN)
+        for table, counts, bins, name, needed in ((self.week, self.week_n, WEEK_BINS, "weekly", WEEK),
+                                                  (self.day, self.day_n, DAY_BINS, "daily", DAY)):
+            if self.span() < needed:
+                continue
+            idx = np.arange(minute - width, minute + width + 1) % bins
+            seen = counts[idx] > 0
+            if seen.sum() >= width + 1:
+                return float(table[idx][seen].mean()), name
+        return None
+
+
+class SeasonalForecaster:
+    """Level + trend + seasonal blend with a band from errors at the lead time."""
+
+    def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
+                 trend_tau: float = 30.0, level_tau: float = 20.0, trend_damping: float = 1.0, error_tau: float = 900.0,
+                 weight_tau: float = 6 * 3600.0, max_gap: float = 900.0):
+        self.lead = lead
+        self.band_sigmas = band_sigmas
+        self.trend_tau = trend_tau
+        self.trend_damping = trend_damping
+        self.level_tau = level_tau
+        self.error_tau = error_tau
+        self.weight_tau = weight_tau
+        self.max_gap = max_gap
+        self.profile = SeasonalProfile()
+        self.t: float | None = None
+        self.level = 0.0
+        self.slope = 0.0              # streams per second
+        self.observations = 0
+        # Predictions waiting for their target time: (target_t, [level, trend, seasonal], blend).
+        self._pending: deque[tuple[float, tuple[float, float, float], float]] = deque()
+        self._mse = [1e-4, 1e-4, 1e-4]   # relative squared error per predictor at the lead
+        self._err_up = 0.0               # mean squared under-forecast of the blend, relative
+        self._err_weight = 0.0
+        self._seasonal_name = ""
+
+    # -- feeding ------------------------------------------------------------------
+    def observe(self, t: float, value: float) -> None:
+        """One observation of demand (streams). NaN or None is a gap: nothing is learned."""
+        if value is None or not math.isfinite(value):
+            return
+        value = max(float(value), 0.0)
+        if self.t is not None and t <= self.t:
+            return   # out of order or duplicate: the first value wins
+        self._score(t, value)
+        if self.t is None or t - self.t > self.max_gap:
+            # First point or after a long gap: the old level and slope say nothing now.
+            self.level, self.slope = value, 0.0
+        else:
+            dt = t - self.t
+            prev = self.level
+            self.level += _alpha(dt, self.level_tau) * (value - self.level)
+            self.slope += _alpha(dt, self.trend_tau) * ((self.level - prev) / dt - self.slope)
+        self.t = t
+        self.observations += 1
+        self.profile.add(t, value)
+        self._remember(t)
+
+    def observe_many(self, times, values) -> None:
+        for t, v in zip(np.asarray(times, dtype=float), np.asarray(values, dtype=float)):
+            self.observe(float(t), float(v))
+
+    # -- predicting ------------------------------------------------------------------
+    def _candidates(self, t: float, horizon: float) -> tuple[float, float, float]:
+        level = self.level
+        # Damped trend: a ramp seen over the last minute or two rarely lasts the full lead.
+        trend = max(level + self.trend_damping * self.slope * horizon, 0.0)
+        seasonal = level
+        self._seasonal_name = ""
+        now_s = self.profile.value(t)
+        if now_s is not None:
+            then_s = self.profile.value(t + horizon)
+            if then_s is not None and now_s[0] > 0:
+                ratio = min(max(then_s[0] / now_s[0], 0.5), 2.0)
+                seasonal = level * ratio
+                self._seasonal_name = now_s[1]
+        return level, trend, seasonal
+
+    def _weights(self) -> list[float]:
+        inv = [1.0 / (m + 1e-6) for m in self._mse]
+        total = sum(inv)
+        return [w / total for w in inv]
+
+    def _blend(self, cands: tuple[float, float, float]) -> float:
+        return sum(w * c for w, c in zip(self._weights(), cands))
+
+    def _remember(self, t: float) -> None:
+        cands = self._candidates(t, self.lead)
+        self._pending.append((t + self.lead, cands, self._blend(cands)))
+
+    def _score(self, t: float, value: float) -> None:
+        """Errors at the lead time for every prediction whose target time has come."""
+        while self._pending and self._pending[0][0] <= t:
+            target, cands, blend = self._pending.popleft()
+            if t - target > self.max_gap:
+                continue   # the target fell into a gap: no truth to compare with
+            scale = max(value, blend, 1.0)
+            dt = max(t - target, 1.0)
+            a = _alpha(self.lead / 12 if dt < 1.5 else dt, self.weight_tau)
+            for i, c in enumerate(cands):
+                self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
+            under = max(value - blend, 0.0) / scale
+            b = _alpha(self.lead / 12, self.error_tau)
+            self._err_up += b * (under * under - self._err_up)
+            self._err_weight += b * (1.0 - self._err_weight)
+
+    def sigma(self) -> float:
+        """Relative under-forecast scale at the lead time (one-sided RMS x sqrt 2)."""
+        if self._err_weight < 1e-9:
+            return 0.25   # nothing scored yet: a wide band until the forecaster has a record
+        return math.sqrt(2.0 * self._err_up / self._err_weight)
+
+    def predict(self, now: float, horizon: float | None = None) -> Forecast:
+        horizon = self.lead if horizon is None else horizon
+        if self.t is None:
+            raise ValueError("no observations yet: cannot forecast")
+        cands = self._candidates(now, horizon)
+        expected = max(self._blend(cands), 0.0)
+        sigma = self.sigma() * math.sqrt(max(horizon, 1.0) / self.lead)
+        spread = self.band_sigmas * sigma * max(expected, 1.0)
+        w = self._weights()
+        labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "")
+        parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
+        return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
+                        lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
+                        sigma=sigma, history=self.profile.span())
+
+
+class HoltWintersForecaster:
+    """The Predictive-HPA-style baseline: additive Holt-Winters with a daily season on
+    one-minute means, and a fixed 2-sigma band from its one-step residuals."""
+
+    def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
+                 alpha: float = 0.9, beta: float = 0.9, gamma: float = 0.9):
+        self.lead = lead
+        self.band_sigmas = band_sigmas
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.season = np.zeros(DAY_BINS)
+        self.season_n = np.zeros(DAY_BINS, dtype=np.int32)
+        self.level: float | None = None
+        self.trend = 0.0
+        self.t: float | None = None
+        self._minute: int | None = None
+        self._sum = 0.0
+        self._count = 0
+        self._resid2 = 0.0
+        self._resid_n = 0
+        self.last_value = 0.0
+
+    def observe(self, t: float, value: float) -> None:
+        if value is None or not math.isfinite(value):
+            return
+        minute = int(t // BIN)
+        if self._minute is not None and minute != self._minute and self._count:
+            self._update(self._minute, self._sum / self._count)
+            self._sum, self._count = 0.0, 0
+        self._minute = minute
+        self._sum += value
+        self._count += 1
+        self.t = t
+        self.last_value = value
+
+    def _update(self, minute: int, y: float) -> None:
+        b = minute % DAY_BINS
+        s = self.season[b] if self.season_n[b] else 0.0
+        if self.level is None:
+            self.level = y - s
+            return
+        predicted = self.level + self.trend + s
+        self._resid2 += (y - predicted) ** 2
+        self._resid_n += 1
+        prev = self.level
+        self.level = self.alpha * (y - s) + (1 - self.alpha) * (self.level + self.trend)
+        self.trend = self.beta * (self.level - prev) + (1 - self.beta) * self.trend
+        self.season[b] = self.gamma * (y - self.level) + (1 - self.gamma) * s if self.season_n[b] else y - self.level
+        self.season_n[b] += 1
+
+    def predict(self, now: float, horizon: float | None = None) -> Forecast:
+        horizon = self.lead if horizon is None else horizon
+        if self.level is None:
+            level, trend = self.last_value, 0.0
+        else:
+            level, trend = self.level, self.trend
+        steps = horizon / BIN
+        b = int((now + horizon) // BIN) % DAY_BINS
+        expected = max(level + steps * trend + (self.season[b] if self.season_n[b] else 0.0), 0.0)
+        sd = math.sqrt(self._resid2 / self._resid_n) if self._resid_n else 0.25 * max(expected, 1.0)
+        spread = self.band_sigmas * sd * math.sqrt(max(steps, 1.0))
+        return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
+                        lower=max(expected - spread, 0.0), model="holt-winters", sigma=sd / max(expected, 1.0),
+                        history=0.0)
+
+
+def from_counter(values) -> np.ndarray:
+    """Per-step increases of a counter series, treating any drop as a reset (the counter
+    restarted from zero, so the increase is the new value itself). NaN gaps stay NaN."""
+    v = np.asarray(values, dtype=float)
+    out = np.full_like(v, np.nan)
+    prev = np.nan
+    for i, x in enumerate(v):
+        if not math.isfinite(x):
+            continue
+        if math.isfinite(prev):
+            out[i] = x - prev if x >= prev else x
+        prev = x
+    return out
+
+
+def clean_history(times, values) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, de-duplicated, finite, non-negative points: what Prometheus returned, minus
+    what no forecaster can use. Raises ValueError on shapes that are not a series."""
+    t = np.asarray(times, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if t.shape != v.shape or t.ndim != 1:
+        raise ValueError(f"times and values must be 1-d and the same length, got {t.shape} and {v.shape}")
+    keep = np.isfinite(t) & np.isfinite(v) & (v >= 0)
+    t, v = t[keep], v[keep]
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    if len(t):
+        first = np.concatenate(([True], np.diff(t) > 0))
+        t, v = t[first], v[first]
+    return t, v

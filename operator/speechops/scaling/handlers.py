@@ -1,0 +1,126 @@
+"""kopf wiring for the scaler: one timer per SpeechPipeline, thin.
+
+Each tick: list the worker pods, read their live streams, run `controller.tick`, then
+write: drain requests and deletion costs first (so Kubernetes removes only empty pods),
+the worker Deployment's replicas, the reserve Deployment's replicas, status and the
+ScalingActive condition, and one Event + log line when the replicas change.
+
+The operator creates both Deployments with minReplicas and never touches .spec.replicas
+again; from then on they are the scaler's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+import kubernetes
+
+from speechops import api, conditions, logs, names
+from speechops.scaling import controller, signals
+
+log = logging.getLogger("speechops.scaler")
+
+INTERVAL = controller.TICK
+
+
+def kube() -> kubernetes.client.ApiClient:
+    """In-cluster credentials, else the kubeconfig (KUBECONFIG) — the same the operator uses."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+def list_worker_pods(core: kubernetes.client.CoreV1Api, namespace: str, pipeline: str) -> list[dict]:
+    selector = f"{names.LABEL_PIPELINE}={pipeline},{names.LABEL_COMPONENT}=worker"
+    raw = core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    return json.loads(raw.data).get("items", [])
+
+
+def read_streams(pods: list[dict]) -> dict[str, float | None]:
+    if not pods:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(pods))) as pool:
+        counts = list(pool.map(signals.read_pod_streams, pods))
+    return {p["metadata"]["name"]: c for p, c in zip(pods, counts)}
+
+
+def apply(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
+          api_client: kubernetes.client.ApiClient, body: Any, patch: Any, status: dict, generation: int | None,
+          logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Writes one tick's result. Drains and costs go before replicas, so the ReplicaSet
+    picks the pods we marked empty and never one that holds streams."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    plan = result.plan
+    for pod_name in plan.drain:
+        if signals.request_drain(by_name[pod_name]):
+            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true"}}})
+            logs.decision(logger, f"{namespace}/{name}", "PodDraining",
+                          f"pod {pod_name} told to drain before scale-down", pod=pod_name)
+    for pod_name, cost in plan.costs.items():
+        current = ((by_name[pod_name]["metadata"].get("annotations") or {}).get(names.POD_DELETION_COST))
+        if current != str(cost):
+            core.patch_namespaced_pod(pod_name, namespace,
+                                      {"metadata": {"annotations": {names.POD_DELETION_COST: str(cost)}}})
+
+    _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas)
+    _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve)
+
+    d = result.decision
+    patch.status.update(result.status_patch(conditions.now_rfc3339()))
+    patch.status["conditions"] = conditions.set_condition(
+        status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
+        result.condition_reason, result.condition_message, generation)
+    if d.changed:
+        kopf.event(body, type="Normal", reason=d.reason, message=d.message)
+    if d.changed or not result.scaling_active:
+        logs.decision(logger, f"{namespace}/{name}", d.reason, d.message, replicas=f"{d.previous}->{d.replicas}",
+                      deployment_replicas=plan.replicas, reserve=d.reserve,
+                      live_streams=result.live_streams, scaling_active=result.scaling_active,
+                      condition=result.condition_reason)
+
+
+def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str, replicas: int) -> None:
+    """Patches .spec.replicas only when it differs (no write without a difference); a
+    Deployment that does not exist yet is the operator's to create, so skip it."""
+    try:
+        current = apps.read_namespaced_deployment(deployment, namespace, _preload_content=False)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    spec = json.loads(current.data).get("spec") or {}
+    if spec.get("replicas") != replicas:
+        apps.patch_namespaced_deployment(deployment, namespace, {"spec": {"replicas": replicas}})
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=INTERVAL, initial_delay=1.0)
+def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, patch: Any, memo: Any,
+          logger: logging.Logger, meta: dict, **_: Any) -> None:
+    try:
+        parsed = api.parse_spec(spec)
+    except api.SpecError as exc:
+        # The reconciler reports spec errors; the scaler only says it is not acting.
+        patch.status["conditions"] = conditions.set_condition(
+            status.get("conditions"), conditions.SCALING_ACTIVE, False, "InvalidSpec", str(exc)[:500],
+            meta.get("generation"))
+        return
+    state = controller.state_for(memo, parsed)
+    client = memo.get("scaler_api") or kube()
+    memo["scaler_api"] = client
+    core = kubernetes.client.CoreV1Api(client)
+    pods = list_worker_pods(core, namespace, name)
+    streams = read_streams(pods)
+    source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
+              if parsed.scaling.prometheus_url else None)
+    result = controller.tick(state, parsed, namespace, name, time.time(), source, pods, streams)
+    apply(result, namespace=namespace, name=name, pods=pods, api_client=client, body=body, patch=patch,
+          status=status or {}, generation=meta.get("generation"), logger=logger)

@@ -1,0 +1,243 @@
+"""From a forecast and live signals to replicas: the one decision the operator and the
+backtest share.
+
+Rules, in order:
+1. fixed mode: minReplicas, nothing else.
+2. predictive: ceil(upper forecast at now + lead / (streamsPerReplica x targetUtilization));
+   reactive (or predictive without a forecast): the same from live streams now.
+3. never below what live streams and backlog need now; clamped to min/max.
+4. scale up at once; scale down only to the highest recommendation of the last
+   scaleDownDelay (the HPA's stabilisation window), so a dip does not release pods that
+   the next minute needs.
+5. no data at all: hold the current replicas; never scale down (or to zero) on missing data.
+
+Which pods go on scale-down is `plan_replicas`: drain first, remove only when empty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from speechops.api import PipelineSpec
+from speechops.profiles import profile as tier
+from speechops.scaling.forecast import Forecast
+
+# A stream sends 50 frames a second (20 ms frames): a backlog of 50 frames is one
+# stream-second of audio the pod could not keep up with.
+FRAMES_PER_STREAM_SECOND = 50.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    mode: str = "predictive"          # predictive | reactive | fixed
+    streams_per_replica: int = 64
+    target_utilization: float = 0.8
+    min_replicas: int = 1
+    max_replicas: int = 10
+    scale_down_delay: float = 300.0
+    lead_time: float = 180.0
+    headroom_sigmas: float = 2.0
+    reserve_mode: str = "auto"        # auto | fixed | none
+    reserve_count: int = 0
+    reserve_share: float = 0.5
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec) -> "PolicyConfig":
+        p = tier(spec.profile)
+        return cls(mode=spec.scaling.mode, streams_per_replica=spec.capacity.streams_per_replica,
+                   target_utilization=spec.capacity.target_utilization,
+                   min_replicas=spec.capacity.min_replicas, max_replicas=spec.capacity.max_replicas,
+                   scale_down_delay=spec.scaling.scale_down_delay, lead_time=spec.scaling.lead_time,
+                   headroom_sigmas=p.headroom_sigmas, reserve_mode=spec.reserve.mode,
+                   reserve_count=spec.reserve.count, reserve_share=p.reserve_share)
+
+    @property
+    def streams_per_target(self) -> float:
+        return self.streams_per_replica * self.target_utilization
+
+    def need(self, streams: float) -> int:
+        # The small epsilon keeps 12.8 / 12.8 from becoming 2 through rounding noise.
+        return max(int(math.ceil(streams / self.streams_per_target - 1e-9)), 0)
+
+    def clamp(self, replicas: int) -> int:
+        return min(max(replicas, self.min_replicas), self.max_replicas)
+
+
+@dataclass(frozen=True)
+class LiveSignals:
+    now: float                         # unix seconds
+    replicas: int                      # serving replicas now (spec, not counting draining pods)
+    active_streams: float | None       # None: unknown (gateway metrics unreachable)
+    backlog_frames: float | None = None
+    ready_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int                      # serving replicas wanted (pods still draining come on top)
+    previous: int
+    reserve: int                       # placeholder pods
+    reason: str                        # CamelCase, the same as the Event's
+    message: str
+    forecast: Forecast | None
+    forecast_need: int | None
+    live_need: int | None
+
+    @property
+    def changed(self) -> bool:
+        return self.replicas != self.previous
+
+
+class Policy:
+    """Stateful only for the scale-down window; everything else comes in as arguments."""
+
+    def __init__(self, config: PolicyConfig):
+        self.config = config
+        self._window: deque[tuple[float, int]] = deque()
+        self._started: float | None = None
+        self._reserve = 0
+
+    def live_need(self, signals: LiveSignals) -> int | None:
+        if signals.active_streams is None:
+            return None
+        streams = max(signals.active_streams, 0.0)
+        if signals.backlog_frames:
+            streams += max(signals.backlog_frames, 0.0) / FRAMES_PER_STREAM_SECOND
+        return self.config.need(streams)
+
+    def decide(self, signals: LiveSignals, forecast: Forecast | None) -> Decision:
+        cfg = self.config
+        now, current = signals.now, signals.replicas
+        live = self.live_need(signals)
+        f_need = cfg.need(forecast.upper) if forecast is not None else None
+
+        if cfg.mode == "fixed":
+            target = cfg.clamp(cfg.min_replicas)
+            return self._decision(target, current, self._fixed_reserve(), "Fixed",
+                                  f"fixed mode: {target} replicas", forecast, f_need, live)
+
+        if cfg.mode == "predictive" and f_need is not None:
+            raw, basis = max(f_need, live or 0), ("forecast" if f_need >= (live or 0) else "live")
+        elif live is not None:
+            raw, basis = live, "live"
+        else:
+            # Nothing to go on: keep what runs. Missing data must never release pods.
+            self._reserve = self._reserve if cfg.reserve_mode == "auto" else self._fixed_reserve()
+            return self._decision(current, current, self._reserve, "NoData",
+                                  f"no forecast and no live streams: holding {current} replicas",
+                                  forecast, f_need, live)
+        raw = cfg.clamp(raw)
+        if live is not None:
+            raw = max(raw, min(live, cfg.max_replicas))
+
+        # Stabilisation: scale down only to the highest recommendation of the last window.
+        if self._started is None:
+            self._started = now
+        self._window.append((now, raw))
+        while self._window and self._window[0][0] < now - cfg.scale_down_delay:
+            self._window.popleft()
+        ceiling = max(r for _, r in self._window)
+        if raw >= current:
+            target = raw
+        elif now - self._started < cfg.scale_down_delay:
+            target = current    # too early to know the window: scale down only after a full one
+        else:
+            target = min(max(ceiling, raw), current)
+
+        reserve = self._reserve_for(forecast)
+        what = self._what(forecast, live, basis)
+        if target > current:
+            reason, msg = "ScaleUp", f"{what}: scaling {current}→{target}"
+        elif target < current:
+            reason, msg = "ScaleDown", f"{what}: scaling {current}→{target}"
+        elif raw < current:
+            reason, msg = "ScaleDownDelayed", f"{what}: holding {current} (wants {raw}; scaleDownDelay {cfg.scale_down_delay:g}s)"
+        else:
+            reason, msg = "Steady", f"{what}: {current} replicas"
+        return self._decision(target, current, reserve, reason, msg, forecast, f_need, live)
+
+    def _what(self, forecast: Forecast | None, live: int | None, basis: str) -> str:
+        if forecast is not None and self.config.mode == "predictive":
+            import time as _time
+            at = _time.strftime("%H:%M", _time.gmtime(forecast.at))
+            text = (f"forecast {forecast.expected:.0f} streams at {at} (lead {forecast.horizon:.0f}s, "
+                    f"band {forecast.lower:.0f}–{forecast.upper:.0f})")
+            if basis == "live":
+                text += f", live streams need {live}"
+            return text
+        return f"live streams need {live} replicas"
+
+    def _fixed_reserve(self) -> int:
+        return self.config.reserve_count if self.config.reserve_mode == "fixed" else 0
+
+    def _reserve_for(self, forecast: Forecast | None) -> int:
+        cfg = self.config
+        if cfg.reserve_mode != "auto":
+            self._reserve = self._fixed_reserve()
+        elif forecast is not None:
+            # Placeholders hold warm nodes for the part of the band a tier wants covered.
+            self._reserve = int(math.ceil(cfg.reserve_share * forecast.band / cfg.streams_per_target - 1e-9))
+        return self._reserve
+
+    def _decision(self, target: int, current: int, reserve: int, reason: str, message: str,
+                  forecast: Forecast | None, f_need: int | None, live: int | None) -> Decision:
+        return Decision(replicas=target, previous=current, reserve=reserve, reason=reason, message=message,
+                        forecast=forecast, forecast_need=f_need, live_need=live)
+
+
+# -- which pods go: drain first, remove when empty ------------------------------------
+
+@dataclass(frozen=True)
+class PodLoad:
+    name: str
+    streams: float | None      # live streams on the pod; None if its gateway did not answer
+    ready: bool
+    draining: bool
+
+
+@dataclass(frozen=True)
+class DrainPlan:
+    replicas: int                          # what the Deployment's .spec.replicas must be
+    drain: tuple[str, ...]                 # pods to tell to drain now
+    remove: tuple[str, ...]                # pods Kubernetes may delete now (lowest cost)
+    costs: dict[str, int] = field(default_factory=dict)   # pod -> pod-deletion-cost
+
+
+REMOVABLE_COST = -1000        # empty and draining (or never ready): deleted first
+DRAINING_COST = 1_000_000     # draining with streams: must not be picked before it empties
+
+
+def plan_replicas(pods: Sequence[PodLoad], serving_target: int) -> DrainPlan:
+    """The Deployment's replicas, the pods to drain and the pods to remove so that
+    `serving_target` pods serve and no stream is cut.
+
+    Pods not yet ready hold no streams and go first; then the pods with the fewest streams
+    are told to drain. A pod is removed only once it is draining and empty (or never became
+    ready). The Deployment keeps every pod that still holds streams: replicas = pods - removable.
+    A pod whose gateway did not answer counts as full, so it is neither drained nor removed."""
+    serving = [p for p in pods if not p.draining]
+    draining = [p for p in pods if p.draining]
+    excess = max(len(serving) - serving_target, 0)
+
+    def load(p: PodLoad) -> float:
+        return math.inf if p.streams is None else p.streams
+
+    chosen = sorted(serving, key=lambda p: (p.ready, load(p), p.name))[:excess]
+    chosen = [p for p in chosen if not p.ready or p.streams is not None]
+    remove = [p.name for p in chosen if not p.ready]
+    drain = [p.name for p in chosen if p.ready]
+    remove += [p.name for p in draining if p.streams == 0 or not p.ready]
+
+    costs: dict[str, int] = {}
+    for p in pods:
+        if p.name in remove:
+            costs[p.name] = REMOVABLE_COST
+        elif p.draining or p.name in drain:
+            costs[p.name] = DRAINING_COST + int(load(p) if p.streams is not None else 0)
+        else:
+            costs[p.name] = int(min(load(p), DRAINING_COST - 1))
+    missing = max(serving_target - len(serving), 0)
+    return DrainPlan(replicas=len(pods) - len(remove) + missing, drain=tuple(drain), remove=tuple(remove), costs=costs)

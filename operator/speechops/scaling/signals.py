@@ -1,0 +1,217 @@
+"""What the scaler reads: Prometheus (history and live demand) and the pods themselves.
+
+Every failure becomes a `SignalError` with a CamelCase reason (PrometheusUnavailable,
+PrometheusSlow, PrometheusGarbage) that lands in the ScalingActive condition, so a user
+sees why the scaler fell back without reading operator logs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import statistics
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from string import Template
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_client.parser import text_string_to_metric_families
+
+from speechops import names
+
+_SELECTOR = '{namespace="$namespace",pipeline="$pipeline"}'
+DEFAULT_QUERIES: dict[str, str] = {
+    # Demand: streams open on the pipeline's gateways (history and now).
+    "streams": f"sum({names.M_ACTIVE_STREAMS}{_SELECTOR})",
+    "backlog": f"sum({names.M_BACKLOG}{_SELECTOR})",
+    "p99": (f"histogram_quantile(0.99, sum by (le) "
+            f"(rate({names.M_STAGE_LATENCY}_bucket{_SELECTOR}[5m])))"),
+}
+STEP = 60.0                 # history resolution
+MAX_POINTS = 10_000         # Prometheus refuses ranges over 11 000 points; stay under
+
+
+class SignalError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def render_query(template: str, namespace: str, pipeline: str) -> str:
+    """`$namespace` and `$pipeline` substituted; other `$` text is left alone."""
+    return Template(template).safe_substitute(namespace=namespace, pipeline=pipeline)
+
+
+def queries_for(overrides: Mapping[str, str], namespace: str, pipeline: str) -> dict[str, str]:
+    unknown = set(overrides) - set(DEFAULT_QUERIES)
+    if unknown:
+        raise SignalError("QueryInvalid", f"spec.scaling.queries: unknown keys {sorted(unknown)}; "
+                                          f"known: {sorted(DEFAULT_QUERIES)}")
+    merged = {**DEFAULT_QUERIES, **{k: v for k, v in overrides.items() if v}}
+    return {k: render_query(v, namespace, pipeline) for k, v in merged.items()}
+
+
+def _sum_series(result: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Range result -> (times, values) summed over series. Raises PrometheusGarbage on a
+    shape that is not a Prometheus matrix."""
+    if not isinstance(result, list):
+        raise SignalError("PrometheusGarbage", f"{what}: expected a list of series, got {type(result).__name__}")
+    acc: dict[float, float] = {}
+    for series in result:
+        values = series.get("values") if isinstance(series, dict) else None
+        if not isinstance(values, list):
+            raise SignalError("PrometheusGarbage", f"{what}: a series without 'values'")
+        for point in values:
+            try:
+                t, v = float(point[0]), float(point[1])
+            except (TypeError, ValueError, IndexError):
+                raise SignalError("PrometheusGarbage", f"{what}: unreadable point {point!r}") from None
+            if math.isfinite(v):
+                acc[t] = acc.get(t, 0.0) + v
+    times = np.array(sorted(acc))
+    return times, np.array([acc[t] for t in times])
+
+
+def _instant_value(result: Any, what: str) -> float | None:
+    if not isinstance(result, list):
+        raise SignalError("PrometheusGarbage", f"{what}: expected a vector, got {type(result).__name__}")
+    if not result:
+        return None
+    total = 0.0
+    for series in result:
+        try:
+            v = float(series["value"][1])
+        except (TypeError, ValueError, KeyError, IndexError):
+            raise SignalError("PrometheusGarbage", f"{what}: unreadable sample {series!r}") from None
+        if math.isnan(v):
+            return None
+        total += v
+    return total
+
+
+class PrometheusSource:
+    """Queries through prometheus-api-client with a timeout; errors become SignalError."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        self.url = url
+        self.timeout = timeout
+        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        try:
+            return fn()
+        except requests.Timeout:
+            raise SignalError("PrometheusSlow", f"{what}: no answer from {self.url} within {self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise SignalError("PrometheusUnavailable", f"{what}: {self.url} unreachable ({type(exc).__name__})") from None
+        except PrometheusApiClientException as exc:
+            raise SignalError("PrometheusError", f"{what}: {str(exc)[:200]}") from None
+        except ValueError as exc:   # a body that is not JSON
+            raise SignalError("PrometheusGarbage", f"{what}: {str(exc)[:200]}") from None
+
+    def history(self, query: str, start: float, end: float, step: float = STEP) -> tuple[np.ndarray, np.ndarray]:
+        """query_range over [start, end] at `step`, in chunks Prometheus accepts."""
+        times, values = [], []
+        chunk = step * MAX_POINTS
+        lo = start
+        while lo < end:
+            hi = min(lo + chunk, end)
+            result = self._call(lambda: self.client.custom_query_range(
+                query, start_time=_dt(lo), end_time=_dt(hi), step=f"{step:g}"), "history")
+            t, v = _sum_series(result, "history")
+            times.append(t)
+            values.append(v)
+            lo = hi + step
+        if not times:
+            return np.array([]), np.array([])
+        return np.concatenate(times), np.concatenate(values)
+
+    def instant(self, query: str, what: str) -> float | None:
+        return _instant_value(self._call(lambda: self.client.custom_query(query), what), what)
+
+
+def _dt(t: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+
+
+# -- Kubernetes: pods ------------------------------------------------------------------------
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def pod_start_seconds(pod: Mapping[str, Any]) -> float | None:
+    """Creation to Ready for one pod, from its Ready condition's transition time."""
+    created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    conds = (pod.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conds if c.get("type") == "Ready" and c.get("status") == "True"), None)
+    became = _parse_time(ready.get("lastTransitionTime")) if ready else None
+    if created is None or became is None or became < created:
+        return None
+    return became - created
+
+
+def measured_start_time(pods: Sequence[Mapping[str, Any]]) -> float | None:
+    """The slowest typical pod start (90th percentile) among pods that became ready."""
+    samples = sorted(s for s in (pod_start_seconds(p) for p in pods) if s is not None)
+    if not samples:
+        return None
+    if len(samples) == 1:
+        return samples[0]
+    return statistics.quantiles(samples, n=10, method="inclusive")[-1]
+
+
+# -- the gateways themselves -----------------------------------------------------------------
+
+def admin_port() -> int:
+    # Overridable so tests can run real gateways' metrics endpoints on a free port.
+    return int(os.environ.get("SPEECHOPS_GATEWAY_ADMIN_PORT", names.GATEWAY_ADMIN_PORT))
+
+
+def pod_address(pod: Mapping[str, Any]) -> str | None:
+    return (pod.get("status") or {}).get("podIP")
+
+
+def read_pod_streams(pod: Mapping[str, Any], timeout: float = 1.0) -> float | None:
+    """Live streams on one pod from its gateway's /metrics; None when it does not answer."""
+    ip = pod_address(pod)
+    if not ip:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{admin_port()}/metrics", timeout=timeout) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name == names.M_ACTIVE_STREAMS:
+                return float(sum(s.value for s in family.samples))
+    except ValueError:
+        return None
+    return None
+
+
+def request_drain(pod: Mapping[str, Any], timeout: float = 2.0) -> bool:
+    """POST /drain to one pod's gateway: it stops admitting streams and lets open ones end."""
+    ip = pod_address(pod)
+    if not ip:
+        return False
+    req = urllib.request.Request(f"http://{ip}:{admin_port()}/drain", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
