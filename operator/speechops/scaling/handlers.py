@@ -20,8 +20,8 @@ from typing import Any
 import kopf
 import kubernetes
 
-from speechops import api, conditions, logs, names, operator_metrics
-from speechops.scaling import controller, signals
+from speechops import api, conditions, logs, names
+from speechops.scaling import controller, metrics, signals
 
 log = logging.getLogger("speechops.scaler")
 
@@ -74,7 +74,7 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas)
     _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve)
 
-    operator_metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
+    metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision
     patch.status.update(result.status_patch(conditions.now_rfc3339()))
     patch.status["conditions"] = conditions.set_condition(

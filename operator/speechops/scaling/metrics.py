@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (speechops_operator_*), served on --metrics-port.
+"""The scaler's Prometheus metrics (speechops_operator_*), served with the operator's on --metrics-port.
 
 The chart's dashboard ("Forecast vs actual streams", "Replicas and placeholders") and
 its SpeechopsScalerFallback alert read these series. Names come from speechops.names;
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from speechops import names
 
@@ -65,17 +65,12 @@ _default: OperatorMetrics | None = None
 
 
 def default() -> OperatorMetrics:
-    """The process-wide metrics on prometheus_client's default registry."""
+    """The process-wide metrics on prometheus_client's default registry, which the
+    operator's `--metrics-port` server exposes."""
     global _default
     if _default is None:
         _default = OperatorMetrics()
     return _default
-
-
-def serve(port: int, addr: str = "0.0.0.0") -> None:
-    """Starts the /metrics HTTP server (a daemon thread) for the operator's --metrics-port."""
-    default()
-    start_http_server(port, addr=addr)
 
 
 def _ready(pods: Iterable[Mapping[str, Any]]) -> int:

@@ -1,4 +1,4 @@
-"""The operator's metrics carry the names the chart's dashboard and alerts query, and
+"""The scaler's metrics carry the names the chart's dashboard and alerts query, and
 follow real scaler ticks."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from speechops import api, names
-from speechops.operator_metrics import OperatorMetrics, record_tick
+from speechops.scaling.metrics import OperatorMetrics, record_tick
 from speechops.scaling import controller
 
 
