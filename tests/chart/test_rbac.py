@@ -11,10 +11,10 @@ The operator's needs are derived from its source, not written down by hand:
   declared in VARIABLE_KIND_CALLS below, each computed from the operator's own tables
   (reconcile.CHILD_KINDS, the desired-state builders);
 - kind -> API group and resource comes from the client's own table (kube.KINDS);
-- every kopf handler decorator (`@kopf.on.*`, `@kopf.timer`, `@kopf.daemon`,
-  `@kopf.index`) makes kopf list and watch its resource, and a change handler makes
-  kopf patch it (finalizers, progress annotations) and its status subresource
-  (handler results and progress);
+- every kopf handler the operator's modules register (read from kopf's registry after
+  importing them) makes kopf list and watch its resource, and a change handler or timer
+  makes kopf patch it (finalizers, progress annotations) and its status subresource
+  (handler results, `patch.status`);
 - kopf's own needs come from kopf's source (its references for CRDs, events and
   peering objects).
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import kopf
 import kubernetes.client
 import pytest
 from kopf._cogs.structs import references as kopf_refs
@@ -47,7 +48,6 @@ api = importlib.import_module("speechops.api")
 
 SOURCE = Path(speechops.__file__).resolve().parent
 CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
-CHANGE_HANDLERS = {"create", "update", "delete", "resume", "field", "timer", "daemon"}
 
 
 @dataclass(frozen=True, order=True)
@@ -204,36 +204,23 @@ def official_client_calls() -> list[tuple[str, Need]]:
     return calls
 
 
-def kopf_handler_resources() -> list[tuple[str, str, bool]]:
-    """(group, plural, is_change_handler) for every kopf handler decorator."""
-    found = []
-    for _, tree in _modules():
-        for func in _functions(tree):
-            for deco in func.decorator_list:
-                if not isinstance(deco, ast.Call):
-                    continue
-                name = ast.unparse(deco.func)
-                if not (name.startswith("kopf.on.") or name in ("kopf.timer", "kopf.daemon", "kopf.index")):
-                    continue
-                kind = name.rsplit(".", 1)[1]
-                if kind in ("login", "startup", "cleanup", "probe", "mutate", "validate"):
-                    continue
-                args = [_constant(a) for a in deco.args]
-                group, plural = _resolve_resource(args)
-                found.append((group, plural, kind in CHANGE_HANDLERS))
-    return found
-
-
-def _resolve_resource(args: list[str | None]) -> tuple[str, str]:
-    if None in args or not args:
-        pytest.fail(f"kopf handler with a resource this test cannot read: {args}")
-    if len(args) == 1 and args[0] in (api.KIND, api.PLURAL, f"{api.PLURAL}.{api.GROUP}"):
-        return api.GROUP, api.PLURAL
-    if len(args) == 3:                   # group, version, plural
-        return args[0], args[2]
-    if len(args) == 2:                   # "group/version", plural  or  group, plural
-        return args[0].split("/")[0], args[1]
-    pytest.fail(f"unexpected kopf resource arguments {args}")
+def kopf_handler_resources() -> list[tuple[str, str, bool, str]]:
+    """(group, plural, is_change_handler, handler) for every kopf handler the operator's modules
+    register, read from kopf's own registry after importing them: this sees handlers
+    registered in loops (`kopf.on.event(*resource)(fn)`) as well as decorators."""
+    for module, tree in _modules():
+        if any(isinstance(n, ast.Import) and any(a.name == "kopf" for a in n.names) for n in ast.walk(tree)):
+            importlib.import_module(f"speechops.{module}")
+    registry = kopf.get_default_registry()
+    found = set()
+    for attr, changes in (("_watching", False), ("_indexing", False), ("_changing", True), ("_spawning", True)):
+        for handler in getattr(registry, attr).get_all_handlers():
+            if not getattr(handler.fn, "__module__", "").startswith("speechops."):
+                continue   # handlers a test registered, not the operator's
+            selector = handler.selector
+            found.add((selector.group or "", selector.plural or selector.any_name, changes,
+                       f"kopf handler {handler.fn.__module__.removeprefix('speechops.')}.{handler.fn.__name__}"))
+    return sorted(found)
 
 
 # ---------------------------------------------------------------- derivation
@@ -284,12 +271,12 @@ def code_needs() -> tuple[dict[Need, str], list[str]]:
         needs.setdefault(need, where)
     for stale in sorted(set(VARIABLE_KIND_CALLS) - seen_variable_sites):
         problems.append(f"VARIABLE_KIND_CALLS names {stale}, which makes no client call any more")
-    for group, plural, changes in kopf_handler_resources():
+    for group, plural, changes, where in kopf_handler_resources():
         verbs = ["list", "watch", "patch"] if changes else ["list", "watch"]
         for verb in verbs:
-            needs.setdefault(Need(group, plural, verb), "kopf handler")
+            needs.setdefault(Need(group, plural, verb), where)
         if changes and _has_status_subresource(group, plural):
-            needs.setdefault(Need(group, f"{plural}/status", "patch"), "kopf handler results and progress")
+            needs.setdefault(Need(group, f"{plural}/status", "patch"), where)
     return needs, problems
 
 
