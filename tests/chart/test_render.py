@@ -155,3 +155,51 @@ def test_notes_tell_the_next_command():
     assert "kubectl -n speechops-system rollout status deployment/speechops" in notes
     assert "kubectl apply -f examples/pipeline-kind.yaml" in notes
     assert "speechops stream" in notes
+
+
+def _run_operator_command(container: dict, tmp_path) -> list[str]:
+    """Runs the container's command line with `speechops` replaced by a program that
+    prints the arguments it got: what the operator process would receive."""
+    import json
+    import os
+    import subprocess
+    import sys
+    shim = tmp_path / "speechops"
+    shim.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    shim.chmod(0o755)
+    argv = container.get("command", ["speechops"]) + container["args"]
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+def test_each_peering_replica_draws_its_own_priority(tmp_path):
+    container = _operator(manifests())["spec"]["template"]["spec"]["containers"][0]
+    runs = [_run_operator_command(container, tmp_path) for _ in range(4)]
+    priorities = set()
+    for argv in runs:
+        assert argv[:-1] == container["args"]
+        flag, _, value = argv[-1].partition("=")
+        assert flag == "--priority" and 1 <= int(value) <= 1_000_000
+        priorities.add(int(value))
+    assert len(priorities) > 1
+
+
+def test_standalone_operator_runs_without_a_shell(tmp_path):
+    container = _operator(manifests(VALUE_SETS["kind-cpu-only"]))["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container
+    assert _run_operator_command(container, tmp_path) == container["args"]
+
+
+@pytest.mark.parametrize("values_id", VALUE_SETS)
+def test_operator_cli_accepts_the_chart_arguments(values_id, tmp_path):
+    operator_main = pytest.importorskip("speechops.operator_main", reason="operator CLI not merged yet")
+    container = _operator(manifests(VALUE_SETS[values_id]))["spec"]["template"]["spec"]["containers"][0]
+    argv = _run_operator_command(container, tmp_path)
+    assert argv[0] == "run"
+    args = operator_main.parse_args(argv[1:])
+    values = VALUE_SETS[values_id].get("operator", {})
+    assert args.log_format == values.get("logFormat", "human")
+    assert args.namespace == values.get("watchNamespaces", [])
+    assert args.metrics_port == 9300 and args.liveness == "http://0.0.0.0:8080/healthz"
+    assert (args.peering is not None) == values.get("peering", {}).get("enabled", True)
