@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from speechops import profiles
+from speechops.cluster_defaults import ENV_WORKER_GPUS
 from chartkit import KUBE_VERSIONS, VALUE_SETS, by_kind, chart_crds, manifests, render
 
 # Kinds whose schemas are not in Kubernetes itself: the kopf peering object is checked
@@ -121,7 +122,7 @@ def test_single_standalone_replica_has_no_peering_and_no_pdb():
 @pytest.mark.parametrize("gpu, expected", [(True, "true"), (False, "false")], ids=["gpu-workers", "cpu-only-workers"])
 def test_worker_gpu_switch_reaches_the_operator(gpu, expected):
     env = _operator(manifests({"workers": {"gpu": gpu}}))["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "SPEECHOPS_WORKER_GPUS", "value": expected} in env
+    assert {"name": ENV_WORKER_GPUS, "value": expected} in env
 
 
 def test_image_digest_wins_over_tag():
