@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 from speechops import logs
 
 # Handler modules kopf loads. The scaler's timer joins here.
-HANDLER_MODULES = ("speechops.handlers",)
+HANDLER_MODULES = ("speechops.handlers", "speechops.scaling.handlers")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

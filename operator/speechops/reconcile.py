@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping
 
 from speechops import api, conditions, names
+from speechops.cluster_defaults import apply_cluster_defaults
 from speechops.drift import merge_patch, needs_write, with_hash
 from speechops.kube import Conflict, KubeClient
 from speechops.resources.desired import DesiredState, desired_state
@@ -222,7 +223,8 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
     generation = meta.get("generation")
     current = body.get("status") or {}
     try:
-        spec = api.parse_spec(body.get("spec"))
+        # Cluster settings from the chart (workers.gpu) win over the pipeline's spec.
+        spec = apply_cluster_defaults(api.parse_spec(body.get("spec")))
     except api.SpecError as err:
         message = invalid_message(err)
         out.valid = False
