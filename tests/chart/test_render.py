@@ -204,3 +204,12 @@ def test_operator_cli_accepts_the_chart_arguments(values_id, tmp_path):
     assert args.namespace == values.get("watchNamespaces", [])
     assert args.metrics_port == 9300 and args.liveness == "http://0.0.0.0:8080/healthz"
     assert (args.peering is not None) == values.get("peering", {}).get("enabled", True)
+
+
+def test_peering_identity_is_the_pod_name():
+    # kopf names each peer by the POD_ID variable (kopf's peering.detect_own_id).
+    import inspect
+    from kopf._core.engines import peering
+    assert "POD_ID" in inspect.getsource(peering.detect_own_id)
+    env = _operator(manifests())["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
