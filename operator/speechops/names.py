@@ -63,3 +63,21 @@ M_DRAINING = "speechops_draining"                            # gauge 0/1
 # Triton model metrics (exported by the Python-backend models on Triton's :8002).
 M_MODEL_STREAMS = "speechops_model_streams"                  # gauge{model}: streams with state in the model
 M_MODEL_SWEPT = "speechops_model_swept_streams_total"        # counter{model}: state freed for idleness
+
+# Worker pod environment (the operator sets these; the gateway reads them).
+ENV_PIPELINE = "PIPELINE"            # pipeline name
+ENV_NAMESPACE = "NAMESPACE"          # pipeline namespace
+ENV_PROFILE = "PROFILE"              # latency tier
+ENV_PIPELINE_SPEC = "PIPELINE_SPEC"  # JSON: the worker-relevant part of the spec; parse with api.parse_spec
+ENV_POD_NAME = "POD_NAME"
+ENV_TRITON_GRPC_URL = "TRITON_GRPC_URL"
+# Where the worker image keeps the models it ships (used when the spec names no repository).
+WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
+
+# Operator metrics (Prometheus, served on the operator's --metrics-port). Every series
+# carries `namespace` and `pipeline`; the chart's dashboard and alerts query them.
+M_OP_FORECAST_STREAMS = "speechops_operator_forecast_streams"      # gauge: demand forecast at now + lead time
+M_OP_DESIRED_REPLICAS = "speechops_operator_desired_replicas"      # gauge: workers the scaler asked for
+M_OP_READY_REPLICAS = "speechops_operator_ready_replicas"          # gauge: workers ready
+M_OP_PLACEHOLDERS = "speechops_operator_placeholder_pods"          # gauge: placeholder pods asked for
+M_OP_SCALER_FALLBACKS = "speechops_operator_scaler_fallbacks_total"  # counter{reason}: predictive -> reactive

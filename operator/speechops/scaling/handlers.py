@@ -22,7 +22,7 @@ import kopf
 import kubernetes
 
 from speechops import api, conditions, logs, names
-from speechops.scaling import controller, signals
+from speechops.scaling import controller, metrics, signals
 
 log = logging.getLogger("speechops.scaler")
 
@@ -78,6 +78,7 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas)
     _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve)
 
+    metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision
     patch.status.update(result.status_patch(conditions.now_rfc3339()))
     patch.status["conditions"] = conditions.set_condition(

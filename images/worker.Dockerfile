@@ -1,0 +1,62 @@
+# speechops worker image: NVIDIA Triton Inference Server + the streaming gateway + the
+# model repository (Silero VAD, Whisper tiny.en in CTranslate2 format) with the
+# models' Python dependencies. A worker pod runs it twice: as the Triton sidecar
+# (`tritonserver`, models from /opt/speechops/models) and as the gateway (default CMD).
+#
+#   docker build -f images/worker.Dockerfile -t speechops/worker:0.1.0 .
+#
+# Bases are pinned by version tag. Triton 25.01 ships Ubuntu 24.04 with Python 3.12,
+# whose Python backend stub runs the models, so one interpreter serves models and
+# gateway. For production pin by digest too, so a re-pushed tag cannot change the build:
+#   docker buildx imagetools inspect nvcr.io/nvidia/tritonserver:25.01-py3
+#   --build-arg TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3@sha256:<digest>
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
+ARG BUILD_IMAGE=python:3.12.8-slim-bookworm
+# torch is only Silero VAD's runtime here (a few ms per chunk on CPU); the CPU wheel
+# keeps the image gigabytes smaller. Whisper runs in CTranslate2, whose wheels carry
+# their own CUDA kernels and use the GPU when the pod has one.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+# --- build: one wheel of the project, built without Triton's image bulk ------------
+FROM ${BUILD_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY worker/ worker/
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# --- runtime: Triton base + a venv with the gateway and the models' dependencies ---
+FROM ${TRITON_IMAGE}
+ARG TORCH_INDEX_URL
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/speechops/venv
+ENV PATH=/opt/speechops/venv/bin:$PATH
+COPY --from=build /wheels /wheels
+# torch first from the CPU index (never a bare torch: that pulls a CUDA build), then
+# the project with its worker extra; the resolver keeps the torch already there.
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+ && pip install "$(ls /wheels/speechops-*.whl)[worker]" \
+ && rm -rf /wheels \
+ && python -c "import speechops_worker, silero_vad, ctranslate2, tritonclient.grpc"
+# The model repository the operator copies into each pod (names.WORKER_IMAGE_MODELS_PATH).
+RUN mkdir -p /opt/speechops/models \
+ && cp -R "$(python -c 'import speechops_worker, os; print(os.path.dirname(speechops_worker.__file__))')/models/." \
+          /opt/speechops/models/
+# Triton's Python backend stub starts its interpreter isolated from PYTHONPATH; the
+# models add these site directories themselves (see worker/speechops_worker/models).
+ENV SPEECHOPS_SITE_DIRS=/opt/speechops/venv/lib/python3.12/site-packages \
+    PYTHONUNBUFFERED=1
+LABEL org.opencontainers.image.title="speechops-worker" \
+      org.opencontainers.image.description="Triton Inference Server with speechops models and streaming gateway" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# Non-root: the Triton base image's own unprivileged user (uid 1000, the uid the
+# operator's worker pods run as).
+USER 1000:1000
+# 8080 streams (WebSocket), 9400 gateway admin (metrics, health, drain),
+# 8000/8001/8002 Triton HTTP, gRPC, metrics.
+EXPOSE 8080 9400 8000 8001 8002
+CMD ["python", "-m", "speechops_worker.gateway"]

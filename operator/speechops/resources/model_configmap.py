@@ -1,0 +1,50 @@
+"""The ConfigMap of Triton model configs for one pipeline: one `<model>.pbtxt` per
+stage model (and fallback model) known to the catalog, rendered for the pipeline's
+profile. The worker's init container copies them over each model's config.pbtxt.
+
+A model the catalog does not know keeps the config.pbtxt its repository ships."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from speechops import names
+from speechops.api import PipelineSpec
+from speechops.catalog import MODELS
+from speechops.resources import model_config
+from speechops.resources.meta import object_meta
+
+COMPONENT = "worker"
+
+
+def config_key(model: str) -> str:
+    return f"{model}.pbtxt"
+
+
+def model_configs(spec: PipelineSpec) -> dict[str, str]:
+    """{config_key(model): config.pbtxt text} for every catalog model the stages use."""
+    data: dict[str, str] = {}
+    for stage in spec.stages:
+        for model in (stage.model, stage.fallback_model):
+            if model and model in MODELS and config_key(model) not in data:
+                data[config_key(model)] = model_config.render(
+                    model, spec.profile, idle_timeout_s=spec.streams.idle_timeout,
+                    parameters=dict(stage.options) if model == stage.model else None)
+    return dict(sorted(data.items()))
+
+
+def configs_hash(data: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for key, text in sorted(data.items()):
+        digest.update(key.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def model_configmap(pipeline: str, namespace: str | None, spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(names.model_configmap(pipeline), namespace, pipeline, spec.profile, COMPONENT),
+        "data": model_configs(spec),
+    }

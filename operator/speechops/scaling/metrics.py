@@ -1,0 +1,94 @@
+"""The scaler's Prometheus metrics (speechops_operator_*), served with the operator's on --metrics-port.
+
+The chart's dashboard ("Forecast vs actual streams", "Replicas and placeholders") and
+its SpeechopsScalerFallback alert read these series. Names come from speechops.names;
+every series carries `namespace` and `pipeline`.
+
+One call per scaler tick (`record_tick`) keeps them current; `forget` drops a deleted
+pipeline's series so dashboards do not show ghosts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from speechops import names
+
+LABELS = ("namespace", "pipeline")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.registry = registry
+        self.forecast = Gauge(names.M_OP_FORECAST_STREAMS,
+                              "Streams the scaler expects at now + lead time.", LABELS, registry=registry)
+        self.desired = Gauge(names.M_OP_DESIRED_REPLICAS,
+                             "Serving worker replicas the scaler asked for.", LABELS, registry=registry)
+        self.ready = Gauge(names.M_OP_READY_REPLICAS,
+                           "Worker pods ready to serve streams.", LABELS, registry=registry)
+        self.placeholders = Gauge(names.M_OP_PLACEHOLDERS,
+                                  "Placeholder pods the scaler asked for (warm capacity).", LABELS,
+                                  registry=registry)
+        # prometheus_client appends _total to counters itself.
+        self.fallbacks = Counter(names.M_OP_SCALER_FALLBACKS.removesuffix("_total"),
+                                 "Scaler ticks spent scaling reactively because the forecast was "
+                                 "unavailable, by reason.", LABELS + ("reason",), registry=registry)
+
+    def record(self, namespace: str, pipeline: str, *, desired: int, ready: int, placeholders: int,
+               forecast_streams: float | None, fallback_reason: str | None) -> None:
+        key = (namespace, pipeline)
+        self.desired.labels(*key).set(desired)
+        self.ready.labels(*key).set(ready)
+        self.placeholders.labels(*key).set(placeholders)
+        if forecast_streams is not None:
+            self.forecast.labels(*key).set(forecast_streams)
+        if fallback_reason:
+            self.fallbacks.labels(*key, fallback_reason).inc()
+
+    def forget(self, namespace: str, pipeline: str) -> None:
+        for gauge in (self.forecast, self.desired, self.ready, self.placeholders):
+            try:
+                gauge.remove(namespace, pipeline)
+            except KeyError:
+                pass
+        for labels in [s.labels for m in self.fallbacks.collect() for s in m.samples]:
+            if labels.get("namespace") == namespace and labels.get("pipeline") == pipeline:
+                try:
+                    self.fallbacks.remove(namespace, pipeline, labels["reason"])
+                except KeyError:
+                    pass
+
+
+_default: OperatorMetrics | None = None
+
+
+def default() -> OperatorMetrics:
+    """The process-wide metrics on prometheus_client's default registry, which the
+    operator's `--metrics-port` server exposes."""
+    global _default
+    if _default is None:
+        _default = OperatorMetrics()
+    return _default
+
+
+def _ready(pods: Iterable[Mapping[str, Any]]) -> int:
+    count = 0
+    for pod in pods:
+        conds = (pod.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds) \
+                and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            count += 1
+    return count
+
+
+def record_tick(namespace: str, pipeline: str, result: Any, pods: Iterable[Mapping[str, Any]],
+                metrics: OperatorMetrics | None = None) -> None:
+    """One scaler tick (speechops.scaling.controller.TickResult) -> the gauges. A tick
+    that could not forecast (scaling_active False) counts as a fallback."""
+    decision = result.decision
+    forecast = decision.forecast.expected if decision.forecast is not None else None
+    (metrics or default()).record(
+        namespace, pipeline, desired=decision.replicas, ready=_ready(pods), placeholders=decision.reserve,
+        forecast_streams=forecast, fallback_reason=None if result.scaling_active else result.condition_reason)

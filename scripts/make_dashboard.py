@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Writes the Grafana dashboard the chart ships (charts/speechops/dashboards/speechops.json).
+
+Metric names come from speechops.names, so the dashboard queries exactly what the
+gateway and the operator export. tests/chart/test_dashboard.py checks that the
+committed JSON is this script's output.
+
+    PYTHONPATH=operator python scripts/make_dashboard.py            # write
+    PYTHONPATH=operator python scripts/make_dashboard.py --check    # exit 1 if stale
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from speechops import names as n
+
+OUT = Path(__file__).resolve().parent.parent / "charts/speechops/dashboards/speechops.json"
+SEL = 'namespace=~"$namespace", pipeline=~"$pipeline"'
+BY = "namespace, pipeline"
+
+
+def target(expr: str, legend: str, ref: str) -> dict:
+    return {"datasource": {"type": "prometheus", "uid": "${datasource}"}, "expr": expr,
+            "legendFormat": legend, "refId": ref}
+
+
+def panel(pid: int, title: str, description: str, targets: list[dict], unit: str,
+          x: int, y: int, w: int = 12, h: int = 8) -> dict:
+    return {
+        "id": pid, "type": "timeseries", "title": title, "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 5}},
+                        "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [dict(t, refId=chr(ord("A") + i)) for i, t in enumerate(targets)],
+    }
+
+
+def quantile(q: float, metric: str, extra_by: str = "") -> str:
+    by = f"{BY}, {extra_by}, le" if extra_by else f"{BY}, le"
+    return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{SEL}}}[$__rate_interval])))"
+
+
+def variable(name: str, label: str, query: str) -> dict:
+    return {"name": name, "label": label, "type": "query", "refresh": 2, "includeAll": True,
+            "multi": True, "current": {"text": "All", "value": "$__all"}, "allValue": ".*",
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "query": {"query": query, "refId": name}, "definition": query, "sort": 1}
+
+
+def build() -> dict:
+    panels = [
+        panel(1, "Active streams", "Live streams per pipeline (gateway gauge).",
+              [target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "{{namespace}}/{{pipeline}}", "A")],
+              "short", 0, 0),
+        panel(2, "Forecast vs actual streams",
+              "The scaler's forecast of demand at now + lead time against the streams that came. "
+              "A forecast that runs below the actual line means spikes are met late.",
+              [target(f"sum by ({BY}) ({n.M_OP_FORECAST_STREAMS}{{{SEL}}})", "forecast {{namespace}}/{{pipeline}}", "A"),
+               target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "actual {{namespace}}/{{pipeline}}", "B")],
+              "short", 12, 0),
+        panel(3, "Partial-result latency p50 / p90 / p99",
+              "Audio in to partial result out, per pipeline.",
+              [target(quantile(q, n.M_PARTIAL_LATENCY), f"p{int(q * 100)} {{{{pipeline}}}}", "A")
+               for q in (0.5, 0.9, 0.99)],
+              "s", 0, 8),
+        panel(4, "Stage latency p99", "Per stage (VAD, ASR, ...): which stage spends the budget.",
+              [target(quantile(0.99, n.M_STAGE_LATENCY, "stage"), "{{pipeline}} {{stage}}", "A")],
+              "s", 12, 8),
+        panel(5, "Final-result latency p50 / p99", "End of speech to final transcript.",
+              [target(quantile(q, n.M_FINAL_LATENCY), f"p{int(q * 100)} {{{{pipeline}}}}", "A")
+               for q in (0.5, 0.99)],
+              "s", 0, 16),
+        panel(6, "Frame jitter p50 / p99", "Deviation of frame inter-arrival times from the frame period.",
+              [target(quantile(q, n.M_JITTER), f"p{int(q * 100)} {{{{pipeline}}}}", "A") for q in (0.5, 0.99)],
+              "s", 12, 16),
+        panel(7, "Dropped frames", "Frames dropped per second, by reason.",
+              [target(f"sum by ({BY}, reason) (rate({n.M_DROPPED_FRAMES}{{{SEL}}}[$__rate_interval]))",
+                      "{{pipeline}} {{reason}}", "A")],
+              "short", 0, 24),
+        panel(8, "Rejected streams and backlog",
+              "Streams turned away per second (unserved callers), and frames queued in gateways.",
+              [target(f"sum by ({BY}, reason) (rate({n.M_REJECTED_STREAMS}{{{SEL}}}[$__rate_interval]))",
+                      "rejected {{pipeline}} {{reason}}", "A"),
+               target(f"sum by ({BY}) ({n.M_BACKLOG}{{{SEL}}})", "backlog {{pipeline}}", "B")],
+              "short", 12, 24),
+        panel(9, "Replicas and placeholders",
+              "Workers the scaler asked for, workers ready, and placeholder pods holding warm capacity.",
+              [target(f"sum by ({BY}) ({n.M_OP_DESIRED_REPLICAS}{{{SEL}}})", "desired {{pipeline}}", "A"),
+               target(f"sum by ({BY}) ({n.M_OP_READY_REPLICAS}{{{SEL}}})", "ready {{pipeline}}", "B"),
+               target(f"sum by ({BY}) ({n.M_OP_PLACEHOLDERS}{{{SEL}}})", "placeholders {{pipeline}}", "C")],
+              "short", 0, 32),
+        panel(10, "Scaler fallbacks and degraded streams",
+              "Times the predictive scaler fell back to reactive scaling, and streams served degraded.",
+              [target(f"sum by ({BY}, reason) (increase({n.M_OP_SCALER_FALLBACKS}{{{SEL}}}[$__rate_interval]))",
+                      "fallback {{pipeline}} {{reason}}", "A"),
+               target(f"sum by ({BY}, level) ({n.M_DEGRADED_STREAMS}{{{SEL}}})", "degraded {{pipeline}} {{level}}", "B")],
+              "short", 12, 32),
+    ]
+    return {
+        "uid": "speechops-pipelines",
+        "title": "speechops pipelines",
+        "description": "Streams, forecast vs actual, latency, jitter, drops, replicas and placeholders.",
+        "tags": ["speechops"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "timezone": "browser",
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+             "current": {}, "hide": 0},
+            variable("namespace", "Namespace", f"label_values({n.M_ACTIVE_STREAMS}, namespace)"),
+            variable("pipeline", "Pipeline",
+                     f'label_values({n.M_ACTIVE_STREAMS}{{namespace=~"$namespace"}}, pipeline)'),
+        ]},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        if OUT.read_text() != render():
+            print(f"{OUT} is stale: run scripts/make_dashboard.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(render())
+    print(f"wrote {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""The scaler's metrics carry the names the chart's dashboard and alerts query, and
+follow real scaler ticks."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from speechops import api, names
+from speechops.scaling.metrics import OperatorMetrics, record_tick
+from speechops.scaling import controller
+
+
+def _pod(name: str, ready: bool) -> dict:
+    return {"metadata": {"name": name, "labels": {names.LABEL_PIPELINE: "assistant"}},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "startTime": "2026-11-25T10:00:00Z",
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                       "lastTransitionTime": "2026-11-25T10:01:00Z"}]}}
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples
+            if not s.name.endswith("_created")}
+
+
+def _tick(spec_raw: dict, pods: list[dict]):
+    spec = api.parse_spec(spec_raw)
+    state = controller.state_for({}, spec)
+    return controller.tick(state, spec, "speech", "assistant", 1_800_000_000.0, None, pods,
+                           {p["metadata"]["name"]: 3.0 for p in pods})
+
+
+def test_tick_without_prometheus_counts_a_fallback_and_sets_replicas():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    pods = [_pod("w-1", True), _pod("w-2", False)]
+    result = _tick({"scaling": {"mode": "predictive", "prometheusUrl": "http://127.0.0.1:9/"}}, pods)
+    assert not result.scaling_active
+    record_tick("speech", "assistant", result, pods, metrics)
+    record_tick("speech", "assistant", result, pods, metrics)
+    got = _samples(registry)
+    key = (("namespace", "speech"), ("pipeline", "assistant"))
+    assert got[(names.M_OP_DESIRED_REPLICAS, key)] == result.decision.replicas
+    assert got[(names.M_OP_READY_REPLICAS, key)] == 1
+    assert got[(names.M_OP_PLACEHOLDERS, key)] == result.decision.reserve
+    fallback = (names.M_OP_SCALER_FALLBACKS, tuple(sorted(key + (("reason", result.condition_reason),))))
+    assert got[fallback] == 2
+
+
+def test_fixed_mode_is_no_fallback_and_forget_drops_the_series():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    result = _tick({"scaling": {"mode": "fixed"}, "capacity": {"minReplicas": 3, "maxReplicas": 5}}, [])
+    record_tick("speech", "assistant", result, [], metrics)
+    got = _samples(registry)
+    assert not [k for k in got if k[0] == names.M_OP_SCALER_FALLBACKS]
+    assert got[(names.M_OP_DESIRED_REPLICAS, (("namespace", "speech"), ("pipeline", "assistant")))] == 3
+    metrics.forget("speech", "assistant")
+    assert not [k for k in _samples(registry) if k[0].startswith("speechops_operator_")]
+
+
+def test_metric_names_are_the_shared_names():
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.record("ns", "p", desired=1, ready=1, placeholders=0, forecast_streams=12.5, fallback_reason="NoHistory")
+    exported = {k[0] for k in _samples(registry)}
+    assert exported == {v for k, v in vars(names).items() if k.startswith("M_OP_")}
