@@ -1,0 +1,71 @@
+"""Text helpers: stable partials (local agreement), word normalisation, word error rate.
+
+A partial shows only the words two consecutive decodes agree on, so it does not flicker.
+Words once shown are committed: the final keeps them and fills in the rest from its own
+decode, so a partial never contradicts the final (whisper_streaming's local agreement).
+"""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def norm(word: str) -> str:
+    """Case and punctuation do not count when words are compared."""
+    return "".join(_WORD.findall(word.lower())).strip("'")
+
+
+def words(text: str) -> list[str]:
+    return [w for w in text.split() if norm(w)]
+
+
+def agreed_prefix(previous: list[str], current: list[str]) -> int:
+    """How many leading words two decodes share (compared normalised)."""
+    n = 0
+    for a, b in zip(previous, current):
+        if norm(a) != norm(b):
+            break
+        n += 1
+    return n
+
+
+def extend_committed(committed: list[str], previous: list[str], current: list[str]) -> list[str]:
+    """Committed words after one more decode: they only ever grow.
+
+    New words are committed when the previous and the current decode agree on them and
+    the current decode still starts with what was committed before."""
+    if agreed_prefix(committed, current) < len(committed):
+        return committed          # the decode revised a committed word: keep ours, wait
+    agreed = agreed_prefix(previous, current)
+    if agreed > len(committed):
+        return committed + current[len(committed):agreed]
+    return committed
+
+
+def final_text(committed: list[str], decoded: list[str]) -> str:
+    """The final: committed words first (they were shown), then the final decode's rest.
+
+    If the final decode revised a committed word, the committed words stay and the decode
+    continues after the same number of words, so the word count stays aligned."""
+    return " ".join(committed + decoded[len(committed):])
+
+
+def tail_words(text: str, count: int) -> str:
+    """The last `count` words, carried as the prompt across a forced cut."""
+    return " ".join(text.split()[-count:])
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length (normalised words)."""
+    ref = [norm(w) for w in reference.split() if norm(w)]
+    hyp = [norm(w) for w in hypothesis.split() if norm(w)]
+    if not ref:
+        return float(bool(hyp))
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev_diag, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (r != h))
+    return row[-1] / len(ref)
