@@ -1,0 +1,67 @@
+"""The model repository and the tritonserver launcher."""
+
+import os
+
+import psutil
+import pytest
+
+from speechops.catalog import MODELS
+from speechops.resources import model_config
+from speechops_worker.triton import (MODELS_DIR, TritonError, TritonServer, build_model_repository,
+                                     checked_in_config)
+
+REGENERATE = ("python -c 'from speechops_worker.triton import write_checked_in_configs as w; w()'")
+
+
+# Whisper lands in the next commit; then this is every model in the catalog.
+SHIPPED = sorted(set(MODELS) - {"whisper_asr", "whisper_asr_greedy"})
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_checked_in_config_is_the_builders_interactive_output(name):
+    path = MODELS_DIR / name / "config.pbtxt"
+    assert path.is_file(), f"{path} missing; regenerate with {REGENERATE}"
+    assert path.read_text() == checked_in_config(name), f"{path} differs from the builder; regenerate with {REGENERATE}"
+    assert (MODELS_DIR / name / "1" / "model.py").is_file()
+
+
+def test_repository_holds_each_model_with_the_profiles_config(tmp_path):
+    repo = build_model_repository(tmp_path, ["silero_vad_seq", "audio_stats"], "batch", idle_timeout_s=5)
+    assert sorted(p.name for p in repo.iterdir()) == ["audio_stats", "silero_vad_seq"]
+    config = (repo / "silero_vad_seq" / "config.pbtxt").read_text()
+    assert config == model_config.render("silero_vad_seq", "batch", idle_timeout_s=5)
+    assert "max_sequence_idle_microseconds: 5000000" in config
+    assert (repo / "audio_stats" / "1" / "model.py").read_bytes() == (MODELS_DIR / "audio_stats" / "1" / "model.py").read_bytes()
+
+
+def test_unknown_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        build_model_repository(tmp_path, ["nope"])
+
+
+@pytest.mark.triton
+def test_a_model_that_fails_to_load_surfaces_tritons_log(tmp_path):
+    repo = build_model_repository(tmp_path / "repo", ["audio_stats"])
+    (repo / "audio_stats" / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights are missing here')\n")
+    server = TritonServer(repo, startup_timeout_s=60)
+    with pytest.raises(TritonError, match="weights are missing here"):
+        server.start()
+    assert server.pid is None
+
+
+@pytest.mark.triton
+def test_stop_leaves_no_process_behind(tmp_path):
+    progress = []
+    server = TritonServer(build_model_repository(tmp_path / "repo", ["audio_stats"]), on_progress=progress.append)
+    with server:
+        pid = server.pid
+        children = psutil.Process(pid).children(recursive=True)
+        assert children, "the Python backend stub should run as a child"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert progress[0] == "starting tritonserver"
+    assert "loading model audio_stats" in progress and progress[-1].startswith("Triton ready in")
+    assert os.path.exists(tmp_path / "repo")  # the caller's repository is left alone

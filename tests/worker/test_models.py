@@ -1,0 +1,164 @@
+"""The models served by the real tritonserver: packed VAD across many streams, the
+sequence-batcher VAD, audio stats, stream state lifecycle and malformed requests."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+import speech
+from conftest import start_triton
+from speechops.catalog import VAD_CHUNK
+from speechops_worker.vad import speech_segments
+
+pytestmark = pytest.mark.triton
+
+
+def grpc():
+    import tritonclient.grpc as grpcclient
+    return grpcclient
+
+
+def tensor(name, array, dtype):
+    t = grpc().InferInput(name, list(array.shape), dtype)
+    t.set_data_from_numpy(array)
+    return t
+
+
+def vad_request(client, audio, ids, start, end, model="silero_vad"):
+    inputs = [tensor("AUDIO", np.asarray(audio, np.float32), "FP32"),
+              tensor("STREAM_ID", np.asarray(ids, np.uint64), "UINT64"),
+              tensor("START", np.asarray(start, bool), "BOOL"),
+              tensor("END", np.asarray(end, bool), "BOOL")]
+    return client.infer(model, inputs).as_numpy("PROB")
+
+
+def chunks(pcm16):
+    audio = speech.to_float(pcm16)
+    return np.pad(audio, (0, -len(audio) % VAD_CHUNK)).reshape(-1, VAD_CHUNK)
+
+
+def model_metric(server, name, model):
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    match = re.search(rf'^{name}{{model="{model}"}} (\S+)$', text, re.MULTILINE)
+    assert match, f"{name} for {model} not exported"
+    return float(match.group(1))
+
+
+def stream_packed(client, streams: dict[int, np.ndarray], rows_per_request=2):
+    """All streams interleaved in packed requests, several rows of each stream per request."""
+    out = {sid: [] for sid in streams}
+    total = max(len(a) for a in streams.values())
+    for begin in range(0, total, rows_per_request):
+        rows = [(sid, k, a) for k in range(begin, min(begin + rows_per_request, total))
+                for sid, a in streams.items() if k < len(a)]
+        probs = vad_request(client, [a[k] for sid, k, a in rows], [sid for sid, _, _ in rows],
+                            [k == 0 for _, k, _ in rows], [k == len(a) - 1 for _, k, a in rows])
+        for (sid, _, _), p in zip(rows, probs):
+            out[sid].append(p)
+    return {sid: np.array(p) for sid, p in out.items()}
+
+
+def test_packed_vad_finds_speech_per_stream_without_mixing_state(triton_client):
+    lead = speech.silence(0.8)
+    spoken = speech.synthesize("Turn off the lights in the kitchen before you go to bed.")
+    talk = chunks(np.concatenate([lead, spoken, speech.silence(0.8)]))
+    quiet = chunks(speech.silence(len(talk) * VAD_CHUNK / 16000))
+    streams = {11: talk, 12: quiet, 13: talk, 14: quiet, 10**15: talk}
+    got = stream_packed(triton_client, streams)
+    np.testing.assert_allclose(got[11], got[13], atol=1e-6)
+    np.testing.assert_allclose(got[11], got[10**15], atol=1e-6)
+    assert got[12].max() < 0.1 and got[14].max() < 0.1
+    segments = speech_segments(got[11])
+    assert segments
+    seconds = lambda chunk: chunk * VAD_CHUNK / 16000  # noqa: E731
+    assert seconds(segments[0][0]) == pytest.approx(len(lead) / 16000, abs=0.3)
+    assert seconds(segments[-1][1]) == pytest.approx((len(lead) + len(spoken)) / 16000, abs=0.5)
+
+
+def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_client):
+    talk = chunks(np.concatenate([speech.silence(0.3), speech.synthesize("She sells sea shells.")]))
+    packed = stream_packed(triton_client, {21: talk}, rows_per_request=1)[21]
+    sequential = []
+    for k, chunk in enumerate(talk):
+        result = triton_client.infer("silero_vad_seq", [tensor("AUDIO", chunk[None, :], "FP32")],
+                                     sequence_id=4242, sequence_start=k == 0, sequence_end=k == len(talk) - 1)
+        sequential.append(result.as_numpy("PROB")[0, 0])
+    np.testing.assert_allclose(sequential, packed, atol=1e-5)
+    assert max(sequential) > 0.5
+
+
+def test_end_frees_stream_state(triton_server, triton_client):
+    before = model_metric(triton_server, "speechops_model_streams", "silero_vad")
+    ids = np.arange(500, 540, dtype=np.uint64)
+    quiet = np.zeros((len(ids), VAD_CHUNK), np.float32)
+    vad_request(triton_client, quiet, ids, np.ones(len(ids), bool), np.zeros(len(ids), bool))
+    assert model_metric(triton_server, "speechops_model_streams", "silero_vad") == before + len(ids)
+    vad_request(triton_client, quiet, ids, np.zeros(len(ids), bool), np.ones(len(ids), bool))
+    assert model_metric(triton_server, "speechops_model_streams", "silero_vad") == before
+
+
+def test_idle_streams_are_swept(tmp_path):
+    """A stream whose client vanished without END is freed after idle_timeout_s."""
+    import tritonclient.grpc as grpcclient
+    server = start_triton(tmp_path, ("silero_vad",), idle_timeout_s=1.0)
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        quiet = np.zeros((3, VAD_CHUNK), np.float32)
+        vad_request(client, quiet, [1, 2, 3], [True] * 3, [False] * 3)
+        assert model_metric(server, "speechops_model_streams", "silero_vad") == 3
+        time.sleep(1.3)
+        vad_request(client, quiet[:1], [4], [True], [False])  # any request sweeps
+        assert model_metric(server, "speechops_model_streams", "silero_vad") == 1
+        assert model_metric(server, "speechops_model_swept_streams_total", "silero_vad") == 3
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_audio_stats_on_known_signals(triton_client):
+    t = np.arange(16000) / 16000
+    rows = np.zeros((3, 16000), np.float32)
+    rows[0] = 0.5 * np.sin(2 * np.pi * 440 * t)
+    rows[1] = np.clip(2.0 * np.sin(2 * np.pi * 440 * t), -1.0, 1.0)
+    lengths = np.array([16000, 16000, 0], np.int32)
+    result = triton_client.infer("audio_stats", [tensor("AUDIO", rows, "FP32"), tensor("LENGTH", lengths, "INT32")])
+    clipped_dbfs = 10 * np.log10(np.mean(rows[1].astype(np.float64) ** 2))  # about -1.07
+    np.testing.assert_allclose(result.as_numpy("RMS_DBFS"), [20 * np.log10(0.5 / np.sqrt(2)), clipped_dbfs, -120.0], atol=0.01)
+    np.testing.assert_allclose(result.as_numpy("PEAK"), [0.5, 1.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(result.as_numpy("CLIP_RATIO"), [0.0, 2 / 3, 0.0], atol=0.01)
+
+
+MALFORMED = [
+    pytest.param("silero_vad", [("AUDIO", np.zeros((2, 100), np.float32), "FP32"),
+                                ("STREAM_ID", np.zeros(2, np.uint64), "UINT64"),
+                                ("START", np.ones(2, bool), "BOOL"), ("END", np.zeros(2, bool), "BOOL")],
+                 "unexpected shape|AUDIO", id="vad-wrong-chunk-size"),
+    pytest.param("silero_vad", [("AUDIO", np.zeros((2, VAD_CHUNK), np.float64), "FP64"),
+                                ("STREAM_ID", np.zeros(2, np.uint64), "UINT64"),
+                                ("START", np.ones(2, bool), "BOOL"), ("END", np.zeros(2, bool), "BOOL")],
+                 "data-type|datatype|FP64", id="vad-wrong-dtype"),
+    pytest.param("silero_vad", [("AUDIO", np.zeros((2, VAD_CHUNK), np.float32), "FP32"),
+                                ("STREAM_ID", np.zeros(3, np.uint64), "UINT64"),
+                                ("START", np.ones(2, bool), "BOOL"), ("END", np.zeros(2, bool), "BOOL")],
+                 "STREAM_ID must be", id="vad-ids-do-not-match-rows"),
+    pytest.param("silero_vad", [("AUDIO", np.zeros((1, VAD_CHUNK), np.float32), "FP32"),
+                                ("STREAM_ID", np.zeros(1, np.uint64), "UINT64")],
+                 "START|expected 4 inputs", id="vad-missing-inputs"),
+    pytest.param("audio_stats", [("AUDIO", np.zeros((1, 10), np.float32), "FP32"),
+                                 ("LENGTH", np.array([20], np.int32), "INT32")],
+                 "LENGTH values", id="stats-length-beyond-row"),
+]
+
+
+@pytest.mark.parametrize("model, inputs, message", MALFORMED)
+def test_malformed_requests_get_errors_and_the_server_lives_on(triton_client, model, inputs, message):
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException, match=message):
+        triton_client.infer(model, [tensor(n, a, d) for n, a, d in inputs])
+    probs = vad_request(triton_client, np.zeros((1, VAD_CHUNK), np.float32), [77], [True], [True])
+    assert probs.shape == (1,) and triton_client.is_server_ready()
