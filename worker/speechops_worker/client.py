@@ -107,9 +107,9 @@ def read_wav(path: str | Path) -> np.ndarray:
 async def stream_audio(url: str, pcm16: np.ndarray, *, pipeline: str | None = None, realtime: bool = True,
                        frame_ms: int = 20, options: dict[str, Any] | None = None,
                        on_event: Callable[[dict[str, Any]], None] | None = None,
-                       timeout_s: float = 120.0, stop: bool = True) -> StreamResult:
+                       timeout_s: float = 120.0, stop: bool = True, speed: float = 1.0) -> StreamResult:
     """Streams int16 samples as `frame_ms` frames (paced in real time unless `realtime` is
-    False), sends stop, and returns every event until `closed`."""
+    False; `speed` 2 = twice real time), sends stop, and returns every event until `closed`."""
     start = {"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "pcm_s16le", "options": options or {}}
     if pipeline:
         start["pipeline"] = pipeline
@@ -145,7 +145,7 @@ async def stream_audio(url: str, pcm16: np.ndarray, *, pipeline: str | None = No
             if done.is_set() or transport.is_disconnected:
                 break
             if realtime:
-                delay = t0 + i * frame_ms / 1000 - time.perf_counter()
+                delay = t0 + i * frame_ms / 1000 / speed - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
             else:

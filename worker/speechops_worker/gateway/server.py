@@ -159,6 +159,7 @@ class Gateway:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        logging.getLogger("picows").setLevel(logging.WARNING)   # one INFO line per connection otherwise
         infer = TritonInfer(self.config.triton_url, self.config.infer_timeout_s)
         self._infer = infer
         windows: dict[str, float] = {}
@@ -172,7 +173,7 @@ class Gateway:
                 model, tuple(t.name for t in MODELS[model].outputs), infer, window_s=window,
                 # VAD requests are cheap and frequent; ASR requests are long: few in flight,
                 # many rows each (one generate call), the rest queue here.
-                max_in_flight=2 if vad else 2, max_rows=4096 if vad else 16)
+                max_in_flight=2, max_rows=4096 if vad else 16)
         self._server = await ws_create_server(
             self._listener_for, self.config.host, self.config.port,
             max_frame_size=max(self.config.max_frame_bytes * 2, 65536), websocket_handshake_timeout=5)
@@ -265,10 +266,14 @@ class Gateway:
     # ---------------------------------------------------------------- background loops
 
     async def _control_loop(self) -> None:
-        """Degradation: every 250 ms, from the slowest model's recent queue-to-answer p90."""
+        """Degradation: every 250 ms, from the slowest utterance model's recent queue-to-answer
+        p90. Only ASR and analytics count: stepping down relieves them (fewer partials,
+        fallback models, optional stages skipped); VAD overload is met by queueing,
+        backpressure and admission instead."""
         while True:
             await asyncio.sleep(0.25)
-            latencies = [lat for p in self.packers.values() if (lat := p.recent_latency(2.0)) is not None]
+            latencies = [lat for model, p in self.packers.items()
+                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_latency(2.0)) is not None]
             for model, packer in self.packers.items():
                 self.metrics.backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             latency = max(latencies) if latencies else None

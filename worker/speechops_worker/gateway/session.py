@@ -49,7 +49,8 @@ def seconds(chunk_index: int) -> float:
 @dataclass
 class Utterance:
     index: int
-    first_chunk: int                    # stream chunk index of chunks[0]
+    first_chunk: int                    # stream chunk index of chunks[0] (pre-roll included)
+    speech_chunk: int = 0               # chunk where VAD detected the start of speech
     chunks: list[np.ndarray] = field(default_factory=list)   # int16 [512] each
     last_arrival: float = 0.0           # wall time the newest chunk reached the gateway
     prompt: str = ""
@@ -229,8 +230,8 @@ class Session:
             change = self.segmenter.step(float(prob))
             utt = self.utterance
             if change is not None and change.kind == "start":
-                utt = self.utterance = Utterance(self.utterances, index - len(self.pre_roll), list(self.pre_roll),
-                                                 prompt=self.carry_prompt)
+                utt = self.utterance = Utterance(self.utterances, index - len(self.pre_roll), index,
+                                                 list(self.pre_roll), prompt=self.carry_prompt)
                 self.utterances += 1
                 self.carry_prompt = ""
                 self.pre_roll.clear()
@@ -251,7 +252,7 @@ class Session:
 
     def _speech_end(self, last_speech_chunk: int, discard: bool, decided_at: float) -> None:
         utt, self.utterance = self.utterance, None
-        self.send(P.event("vad", event="speech_end", utterance=utt.index, start_s=seconds(utt.first_chunk),
+        self.send(P.event("vad", event="speech_end", utterance=utt.index, start_s=seconds(utt.speech_chunk),
                           end_s=seconds(last_speech_chunk + 1), discarded=discard))
         if discard:
             return
@@ -263,7 +264,7 @@ class Session:
         """The utterance reached streams.contextWindow: final now, keep listening, carry
         the last words as the next utterance's prompt (bounded memory, kept context)."""
         utt = self.utterance
-        nxt = Utterance(self.utterances, utt.first_chunk + len(utt.chunks))
+        nxt = Utterance(self.utterances, utt.first_chunk + len(utt.chunks), utt.first_chunk + len(utt.chunks))
         self.utterances += 1
         self.utterance = nxt
         task = self._finalize(utt, "context_window", decided_at)
