@@ -41,6 +41,7 @@ class TritonInfer:
         try:
             result = self._client().infer(model, request, outputs=wanted, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
+            self._reset()
             raise InferenceUnavailable(f"Triton model {model!r} failed: {exc.message() or exc}") from None
         return {name: result.as_numpy(name) for name in outputs}
 
@@ -48,4 +49,15 @@ class TritonInfer:
         try:
             return bool(self._client().is_server_ready(client_timeout=1.0))
         except InferenceServerException:
+            self._reset()
             return False
+
+    def _reset(self) -> None:
+        """A fresh channel on the next call: a broken one waits out gRPC's reconnect
+        backoff (up to minutes), a new one connects as soon as Triton is back."""
+        client, self._local.client = getattr(self._local, "client", None), None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken channel may fail; it is dropped anyway
+                pass
