@@ -6,6 +6,8 @@ Triton; packing the rows that arrive within a few milliseconds cuts both 30-100x
 name -> array whose first axis is rows. Parts are concatenated in arrival order (2-D
 float rows of different widths are zero-padded), and each output is sliced back per part.
 
+A request leaves at once when none is in flight, else after one pack window (by profile)
+or when an answer frees a slot: low load pays no window, high load packs densely.
 At most `max_in_flight` requests per model are in Triton at once; beyond that rows wait
 here (the backlog metric), so an overload queues in the gateway and never floods Triton.
 Final results may jump the queue (`urgent`): a user waits on them.
@@ -93,7 +95,10 @@ class Packer:
         (self._urgent if urgent else self._normal).append(waiting)
         self.queued_rows += rows
         if self._timer is None and self._in_flight < self.max_in_flight:
-            self._timer = loop.call_later(0 if urgent else self.window_s, self._flush)
+            # Nothing in Triton: send at once (no window to pay at low load). Otherwise
+            # gather for one window; under load the in-flight requests pack rows anyway.
+            delay = 0 if urgent or self._in_flight == 0 else self.window_s
+            self._timer = loop.call_later(delay, self._flush) if delay else loop.call_soon(self._flush)
         return waiting.future
 
     def _take(self) -> list[_Waiting]:

@@ -294,6 +294,7 @@ class Gateway:
             for session, listener in list(self.sessions.items()):
                 if session.closed:
                     continue
+                session.flush_counters()
                 if listener.paused_since is not None and now - listener.paused_since > self.config.slow_client_timeout_s:
                     session.slow_consumer()
                 elif session.plan is None:
