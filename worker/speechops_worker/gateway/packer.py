@@ -50,6 +50,14 @@ def concat_parts(parts: list[Part]) -> dict[str, np.ndarray]:
     return out
 
 
+def pcm16_to_float(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """VAD rows travel as int16 through the gateway; one conversion per packed request."""
+    audio = inputs["AUDIO"]
+    if audio.dtype == np.int16:
+        inputs["AUDIO"] = audio.astype(np.float32) * np.float32(1 / 32768)
+    return inputs
+
+
 def split_outputs(outputs: dict[str, np.ndarray], row_counts: list[int]) -> list[dict[str, np.ndarray]]:
     """The inverse of concat_parts for outputs with one entry per row."""
     bounds = np.cumsum([0] + row_counts)
@@ -68,7 +76,8 @@ class Packer:
     """One per model. `submit(part)` -> awaitable dict of output arrays for that part."""
 
     def __init__(self, model: str, outputs: tuple[str, ...], infer: Infer, *, window_s: float,
-                 max_in_flight: int = 2, max_rows: int = 4096, on_latency: Callable[[float], None] | None = None):
+                 max_in_flight: int = 2, max_rows: int = 4096, on_latency: Callable[[float], None] | None = None,
+                 prepare: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None):
         self.model = model
         self.outputs = outputs
         self.window_s = window_s
@@ -76,6 +85,7 @@ class Packer:
         self.max_rows = max_rows
         self._infer = infer
         self._on_latency = on_latency
+        self._prepare = prepare or (lambda inputs: inputs)
         self._urgent: deque[_Waiting] = deque()
         self._normal: deque[_Waiting] = deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -123,7 +133,7 @@ class Packer:
             if not batch:
                 break
             self._in_flight += 1
-            inputs = concat_parts([w.part for w in batch])
+            inputs = self._prepare(concat_parts([w.part for w in batch]))
             fut = loop.run_in_executor(self._pool, self._infer, self.model, inputs, self.outputs)
             fut.add_done_callback(lambda f, batch=batch: self._done(f, batch))
 

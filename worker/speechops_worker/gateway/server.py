@@ -25,7 +25,7 @@ from speechops.profiles import profile as profile_of
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.inference import TritonInfer
 from speechops_worker.gateway.metrics import GatewayMetrics
-from speechops_worker.gateway.packer import Packer
+from speechops_worker.gateway.packer import Packer, pcm16_to_float
 from speechops_worker.gateway.pipeline import MODEL_KINDS, PipelinePlan, plan
 from speechops_worker.gateway.segmenter import VadParams
 from speechops_worker.gateway.session import Session
@@ -173,7 +173,7 @@ class Gateway:
                 model, tuple(t.name for t in MODELS[model].outputs), infer, window_s=window,
                 # VAD requests are cheap and frequent; ASR requests are long: few in flight,
                 # many rows each (one generate call), the rest queue here.
-                max_in_flight=2, max_rows=4096 if vad else 16)
+                max_in_flight=2, max_rows=4096 if vad else 16, prepare=pcm16_to_float if vad else None)
         self._server = await ws_create_server(
             self._listener_for, self.config.host, self.config.port,
             max_frame_size=max(self.config.max_frame_bytes * 2, 65536), websocket_handshake_timeout=5)
