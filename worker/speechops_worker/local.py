@@ -23,6 +23,7 @@ import yaml
 
 from speechops import names
 from speechops.api import KIND, PipelineSpec, SpecError, parse_spec
+from speechops_worker.gateway.pipeline import MODEL_KINDS
 from speechops_worker.gateway.pipeline import plan as plan_pipeline
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -68,7 +69,15 @@ def pipeline_from_doc(doc: Any, source: str = "pipeline") -> tuple[str, Pipeline
         spec = parse_spec(doc.get("spec"))
         plan_pipeline(name, spec)
     except SpecError as exc:
-        lines = "\n".join(f"  {field}: {msg}" for field, msg in exc.problems)
+        problems = list(exc.problems)
+        raw_stages = (doc.get("spec") or {}).get("stages")
+        if isinstance(raw_stages, list):       # also name models the gateway cannot serve
+            for i, stage in enumerate(raw_stages):
+                model = stage.get("model") if isinstance(stage, dict) else None
+                path = f"spec.stages[{i}].model"
+                if isinstance(model, str) and model not in MODEL_KINDS and path not in dict(problems):
+                    problems.append((path, f"the gateway cannot serve {model!r}; known: {', '.join(sorted(MODEL_KINDS))}"))
+        lines = "\n".join(f"  {field}: {msg}" for field, msg in problems)
         raise UpError(f"{source}: invalid spec:\n{lines}") from None
     return name, spec
 
