@@ -262,7 +262,8 @@ class Session:
                 else:
                     self._maybe_partial(utt)
 
-    def _speech_end(self, last_speech_chunk: int, discard: bool, decided_at: float) -> None:
+    def _speech_end(self, last_speech_chunk: int, discard: bool, decided_at: float,
+                    reason: str = "end_of_speech") -> None:
         utt, self.utterance = self.utterance, None
         self.send(P.event("vad", event="speech_end", utterance=utt.index, start_s=seconds(utt.speech_chunk),
                           end_s=seconds(last_speech_chunk + 1), discarded=discard))
@@ -270,7 +271,7 @@ class Session:
             return
         keep = last_speech_chunk + 1 + TRAILING_CHUNKS - utt.first_chunk
         del utt.chunks[keep:]
-        self._finalize(utt, "end_of_speech", decided_at)
+        self._finalize(utt, reason, decided_at)
 
     def _cut_at_context_window(self, decided_at: float) -> None:
         """The utterance reached streams.contextWindow: final now, keep listening, carry
@@ -442,10 +443,7 @@ class Session:
         self._send_vad_end()
         change = self.segmenter.end()
         if change is not None and self.utterance is not None:
-            if change.discard:
-                self.utterance = None
-            else:
-                self._speech_end(change.chunk, False, time.time())
+            self._speech_end(change.chunk, change.discard, time.time(), reason=self.stopping)
         if self._finals is not None:
             await asyncio.gather(self._finals, return_exceptions=True)
         if not self.closed:
