@@ -13,7 +13,9 @@ from speechops.profiles import profile as get_profile
 
 def _tensor(t: Tensor) -> str:
     dims = ", ".join(str(d) for d in t.dims)
-    return f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {dims} ] }}'
+    # Triton's wire dtype BYTES is TYPE_STRING in model configs.
+    dtype = "STRING" if t.dtype == "BYTES" else t.dtype
+    return f'  {{ name: "{t.name}" data_type: TYPE_{dtype} dims: [ {dims} ] }}'
 
 
 def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,
