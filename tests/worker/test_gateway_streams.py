@@ -136,7 +136,8 @@ async def test_streamed_sentences_are_transcribed(triton_server):
     for sentence, result in zip(sentences, results):
         assert result.error is None, result.error
         errors.append(word_error_rate(sentence, result.transcript))
-        assert errors[-1] <= 0.4, (sentence, result.transcript)   # its own sentence, not a neighbour's
+        others = [word_error_rate(s, result.transcript) for s in sentences if s != sentence]
+        assert errors[-1] < min(others), (sentence, result.transcript)   # its own sentence, not a neighbour's
         stats = result.of("stage")
         assert stats and stats[0]["stage"] == "stats" and stats[0]["result"]["RMS_DBFS"] < 0
     ref_words = sum(len(s.split()) for s in sentences)
@@ -169,10 +170,10 @@ async def test_partials_come_before_the_final_and_never_contradict_it(triton_ser
 async def test_degradation_steps_down_under_load_and_back_up_when_it_falls(triton_server):
     """Thresholds set so that any ASR request counts as overload: the stream is told it
     is degraded while speech is decoded, and restored during the silence after it."""
-    pcm = np.concatenate([utterance(speech.SENTENCES[1], after=0.3), speech.silence(4.0),
-                          utterance(speech.SENTENCES[4], after=3.5)])
+    pcm = np.concatenate([utterance(speech.SENTENCES[1], after=0.3), speech.silence(6.0),
+                          utterance(speech.SENTENCES[4], after=6.0)])
     async with running_gateway(triton_server.grpc_url, degrade_after_s=0.001, restore_below_s=0.05,
-                               restore_hold_s=1.0, step_hold_s=0.3) as gw:
+                               restore_hold_s=0.5, step_hold_s=0.3, load_horizon_s=0.5) as gw:
         result = await stream_audio(url_of(gw), pcm, pipeline="full", speed=2.0)
     kinds = [e["type"] for e in result.events if e["type"] in ("degraded", "restored")]
     assert "degraded" in kinds and "restored" in kinds[kinds.index("degraded"):], kinds
@@ -190,7 +191,7 @@ async def test_degradation_steps_down_under_load_and_back_up_when_it_falls(trito
 
 
 async def test_drain_finishes_open_streams_and_refuses_new_ones(triton_server):
-    long_talk = np.concatenate([utterance(speech.SENTENCES[0]), speech.synthesize(speech.SENTENCES[2]),
+    long_talk = np.concatenate([utterance(speech.SENTENCES[6]), speech.synthesize(speech.SENTENCES[2]),
                                 speech.silence(6.0)])
     async with running_gateway(triton_server.grpc_url, drain_timeout_s=1.5) as gw:
         talk = asyncio.create_task(stream_audio(url_of(gw), long_talk, pipeline="full", speed=1.0))
@@ -205,7 +206,7 @@ async def test_drain_finishes_open_streams_and_refuses_new_ones(triton_server):
     assert short_result.closed_reason == "stop"              # finished inside the drain timeout
     assert talk_result.closed_reason == "drain"              # cut at the timeout, with its results
     assert talk_result.finals and talk_result.finals[-1]["reason"] in ("drain", "end_of_speech")
-    assert word_error_rate(speech.SENTENCES[0], talk_result.finals[0]["text"]) <= 0.3
+    assert word_error_rate(speech.SENTENCES[6], talk_result.finals[0]["text"]) <= 0.2
     assert talk_result.audio_s > talk_result.events[-1]["audio_s"]      # it was cut before its end
 
 

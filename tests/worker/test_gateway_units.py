@@ -110,13 +110,15 @@ def test_segmenter(probs, expected):
 
 # ------------------------------------------------------------------ stable partials
 
-def test_committed_words_grow_only_where_two_decodes_agree():
+def test_committed_words_grow_only_where_two_decodes_agree_before_their_last_word():
     c = extend_committed([], [], words("the quick"))
     assert c == []
     c = extend_committed(c, words("the quick"), words("The quick brown"))
-    assert c == ["The", "quick"]
+    assert c == ["The"]                            # "quick" ends the previous decode: maybe cut
     c = extend_committed(c, words("The quick brown"), words("the quick brown fox."))
-    assert c == ["The", "quick", "brown"]          # shown words keep their first spelling
+    assert c == ["The", "quick"]                   # shown words keep their first spelling
+    c = extend_committed(c, words("the quick brown fox."), words("the quick brown fox jumps"))
+    assert c == ["The", "quick", "brown"]
 
 
 def test_a_revised_committed_word_is_never_taken_back():

@@ -57,6 +57,7 @@ class GatewayConfig:
     restore_below_s: float = 0.15                 # ... below this for restore_hold_s: step up
     restore_hold_s: float = 2.0
     step_hold_s: float = 1.0                      # at most one step down per this
+    load_horizon_s: float = 2.0                   # latencies of the last this many seconds count
     drain_timeout_s: float | None = None          # None: the largest spec.streams.drainTimeout
     infer_timeout_s: float = 10.0
 
@@ -273,7 +274,7 @@ class Gateway:
         while True:
             await asyncio.sleep(0.25)
             latencies = [lat for model, p in self.packers.items()
-                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_latency(2.0)) is not None]
+                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_latency(self.config.load_horizon_s)) is not None]
             for model, packer in self.packers.items():
                 self.metrics.backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             latency = max(latencies) if latencies else None

@@ -35,10 +35,12 @@ def extend_committed(committed: list[str], previous: list[str], current: list[st
     """Committed words after one more decode: they only ever grow.
 
     New words are committed when the previous and the current decode agree on them and
-    the current decode still starts with what was committed before."""
+    the current decode still starts with what was committed before. The last word of
+    either decode is never committed: the audio may have ended inside it ("brown" heard
+    as "round" twice in a row is how a partial would otherwise go wrong)."""
     if agreed_prefix(committed, current) < len(committed):
         return committed          # the decode revised a committed word: keep ours, wait
-    agreed = agreed_prefix(previous, current)
+    agreed = min(agreed_prefix(previous, current), len(previous) - 1, len(current) - 1)
     if agreed > len(committed):
         return committed + current[len(committed):agreed]
     return committed
