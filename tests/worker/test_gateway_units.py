@@ -110,20 +110,20 @@ def test_segmenter(probs, expected):
 
 # ------------------------------------------------------------------ stable partials
 
-def test_committed_words_grow_only_where_two_decodes_agree_before_their_last_word():
-    c = extend_committed([], [], words("the quick"))
-    assert c == []
-    c = extend_committed(c, words("the quick"), words("The quick brown"))
-    assert c == ["The"]                            # "quick" ends the previous decode: maybe cut
-    c = extend_committed(c, words("The quick brown"), words("the quick brown fox."))
-    assert c == ["The", "quick"]                   # shown words keep their first spelling
-    c = extend_committed(c, words("the quick brown fox."), words("the quick brown fox jumps"))
-    assert c == ["The", "quick", "brown"]
+def test_committed_words_grow_only_where_three_decodes_agree_before_their_last_word():
+    history = []
+    shown = []
+    for decode in ["the quick", "The quick brown", "the quick brown fox.", "the quick brown fox jumps",
+                   "the quick brown fax jumps over"]:
+        shown.append(extend_committed(shown[-1] if shown else [], history, words(decode)))
+        history = (history + [words(decode)])[-2:]
+    assert shown == [[], [], ["the"], ["the", "quick"], ["the", "quick", "brown"]]
 
 
 def test_a_revised_committed_word_is_never_taken_back():
     committed = ["the", "quick"]
-    assert extend_committed(committed, words("the quick brown"), words("a quick brown fox")) == committed
+    assert extend_committed(committed, [words("the quick brown"), words("the quick brown")],
+                            words("a quick brown fox")) == committed
     # The final keeps what the partials showed and takes the rest from its own decode.
     assert final_text(committed, words("A quick brown fox jumps.")) == "the quick brown fox jumps."
 

@@ -29,7 +29,7 @@ from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.packer import InferenceUnavailable
 from speechops_worker.gateway.pipeline import PipelinePlan, StagePlan
 from speechops_worker.gateway.segmenter import Segmenter
-from speechops_worker.gateway.transcript import extend_committed, final_text, tail_words, words
+from speechops_worker.gateway.transcript import AGREEMENT, extend_committed, final_text, tail_words, words
 
 if TYPE_CHECKING:
     from picows import WSTransport
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("speechops.gateway")
 
 _FALSE_ROW = np.zeros(1, dtype=bool)   # shared, never written: concatenation copies it
-CARRY_WORDS = 12           # words carried as the prompt across a forced cut
+CARRY_WORDS = 12           # words of the last final carried as the next utterance's prompt
 TRAILING_CHUNKS = 3        # ~100 ms of the closing silence kept for ASR
 
 
@@ -54,9 +54,8 @@ class Utterance:
     speech_chunk: int = 0               # chunk where VAD detected the start of speech
     chunks: list[np.ndarray] = field(default_factory=list)   # int16 [512] each
     last_arrival: float = 0.0           # wall time the newest chunk reached the gateway
-    prompt: str = ""
     committed: list[str] = field(default_factory=list)
-    previous: list[str] = field(default_factory=list)
+    decodes: list[list[str]] = field(default_factory=list)   # the last few partial decodes
     shown: tuple[str, str] = ("", "")
     partial_at_chunks: int = 0          # chunks in the utterance when the last partial was asked
     partial_busy: bool = False
@@ -92,7 +91,7 @@ class Session:
         self.vad_ended = False               # END sent (or never needed)
         self.utterance: Utterance | None = None
         self.utterances = 0
-        self.carry_prompt = ""
+        self.last_text = ""                  # the last final: the next utterance's prompt
         self.level = 0                       # degradation level this stream was last told
         self.stopping: str | None = None     # reason the stream is finishing
         self.closed = False
@@ -243,9 +242,8 @@ class Session:
             utt = self.utterance
             if change is not None and change.kind == "start":
                 utt = self.utterance = Utterance(self.utterances, index - len(self.pre_roll), index,
-                                                 list(self.pre_roll), prompt=self.carry_prompt)
+                                                 list(self.pre_roll))
                 self.utterances += 1
-                self.carry_prompt = ""
                 self.pre_roll.clear()
                 self.send(P.event("vad", event="speech_start", utterance=utt.index, start_s=seconds(index),
                                   end_s=seconds(index + 1)))
@@ -280,13 +278,7 @@ class Session:
         nxt = Utterance(self.utterances, utt.first_chunk + len(utt.chunks), utt.first_chunk + len(utt.chunks))
         self.utterances += 1
         self.utterance = nxt
-        task = self._finalize(utt, "context_window", decided_at)
-        nxt.prompt = "\u2026"                 # replaced once the cut's final is known
-
-        def carry(t: asyncio.Task) -> None:
-            text = t.result() if not t.cancelled() and t.exception() is None else ""
-            nxt.prompt = tail_words(text or "", CARRY_WORDS)
-        task.add_done_callback(carry)
+        self._finalize(utt, "context_window", decided_at)
 
     # ---------------------------------------------------------------- ASR and other stages
 
@@ -305,7 +297,9 @@ class Session:
         return stage.fallback_model if self.level >= 2 and stage.fallback_model else stage.model
 
     def _prompt(self, stage: StagePlan, utt: Utterance) -> str:
-        return " ".join(p for p in (stage.prompt, self.options.prompt, utt.prompt.strip("\u2026")) if p)
+        # Vocabulary first, then the last words heard (Whisper's previous-text context):
+        # short utterances cut at pauses decode better with what came before.
+        return " ".join(p for p in (stage.prompt, self.options.prompt, tail_words(self.last_text, CARRY_WORDS)) if p)
 
     def _maybe_partial(self, utt: Utterance) -> None:
         if not self.options.partials or self.level >= 2 or utt.partial_busy or self.stopping:
@@ -333,8 +327,8 @@ class Session:
                 return
             self.gw.stage_latency(self.plan.name, stage.name, time.perf_counter() - sent)
             decoded = words(f.result()["TEXT"][0].decode("utf-8", "replace"))
-            utt.committed = extend_committed(utt.committed, utt.previous, decoded)
-            utt.previous = decoded
+            utt.committed = extend_committed(utt.committed, utt.decodes, decoded)
+            utt.decodes = utt.decodes[-(AGREEMENT - 2):] + [decoded] if AGREEMENT > 2 else [decoded]
             shown = (" ".join(utt.committed), " ".join(decoded[len(utt.committed):]))
             if shown != utt.shown:
                 utt.shown = shown
@@ -393,6 +387,7 @@ class Session:
             if stage.kind == "asr":
                 decoded = words(out["TEXT"][0].decode("utf-8", "replace"))
                 text = final_text(utt.committed, decoded)
+                self.last_text = text
                 latency = time.time() - decided_at
                 self._labels["final"].observe(latency)
                 self.send(P.event("final", text=text, reason=reason, stage=name, model=self._model_for(stage), **span,
