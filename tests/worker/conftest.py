@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from speechops.catalog import MODELS
 from speechops_worker.triton import TritonServer, build_model_repository
 
 # Every model the worker ships; the gateway tests use the same server.
-SERVED_MODELS = ("silero_vad", "silero_vad_seq", "audio_stats")
+SERVED_MODELS = tuple(MODELS)
 
 
 def start_triton(repo_dir: Path, models=SERVED_MODELS, **repository_options) -> TritonServer:

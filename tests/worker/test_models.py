@@ -162,3 +162,86 @@ def test_malformed_requests_get_errors_and_the_server_lives_on(triton_client, mo
         triton_client.infer(model, [tensor(n, a, d) for n, a, d in inputs])
     probs = vad_request(triton_client, np.zeros((1, VAD_CHUNK), np.float32), [77], [True], [True])
     assert probs.shape == (1,) and triton_client.is_server_ready()
+
+
+# -- ASR ------------------------------------------------------------------------------------
+
+def asr_request(client, rows: list[np.ndarray], prompts: list[str] | None = None, model="whisper_asr"):
+    """Packed ASR request: rows zero-padded to the longest, real lengths, prompts."""
+    width = max(len(r) for r in rows)
+    audio = np.zeros((len(rows), width), np.float32)
+    for i, r in enumerate(rows):
+        audio[i, :len(r)] = r
+    lengths = np.array([len(r) for r in rows], np.int32)
+    prompt = np.array([p.encode() for p in (prompts or [""] * len(rows))], dtype=object)
+    result = client.infer(model, [tensor("AUDIO", audio, "FP32"), tensor("LENGTH", lengths, "INT32"),
+                                  tensor("PROMPT", prompt, "BYTES")])
+    return [t.decode() for t in result.as_numpy("TEXT")]
+
+
+@pytest.fixture(scope="module")
+def sentence_audio():
+    return [speech.to_float(speech.synthesize(s)) for s in speech.SENTENCES]
+
+
+@pytest.fixture(scope="module")
+def one_by_one(triton_server, sentence_audio):
+    import tritonclient.grpc as grpcclient
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        return [asr_request(client, [a])[0] for a in sentence_audio]
+    finally:
+        client.close()
+
+
+def test_asr_transcribes_sentences_within_wer_bound(one_by_one):
+    assert len(one_by_one) >= 10
+    assert speech.wer(list(speech.SENTENCES), one_by_one) <= 0.15, one_by_one
+
+
+def test_asr_rows_batched_in_one_request_give_the_same_text(triton_client, sentence_audio, one_by_one):
+    # Sentences tiny.en hears clearly: int8 batches on CPU may flip a word it is unsure of
+    # (or a final period), so words are compared, not punctuation.
+    clear = [3, 5, 6, 7]
+    batched = asr_request(triton_client, [sentence_audio[i] for i in clear])
+    assert [speech.normalize_words(t) for t in batched] == [speech.normalize_words(one_by_one[i]) for i in clear]
+    everything = asr_request(triton_client, sentence_audio)  # all lengths mixed, one call
+    assert speech.wer(list(speech.SENTENCES), everything) <= 0.15, everything
+
+
+def test_asr_gives_no_text_for_silence_and_noise_beside_speech(triton_client, sentence_audio):
+    rows = [speech.to_float(speech.silence(2.0)), sentence_audio[6], speech.to_float(speech.noise(2.0, dbfs=-30))]
+    texts = asr_request(triton_client, rows)
+    assert texts[0] == "" and texts[2] == ""
+    assert speech.wer(speech.SENTENCES[6], texts[1]) <= 0.15
+
+
+def test_asr_with_previous_text_prompt(triton_client, sentence_audio):
+    texts = asr_request(triton_client, sentence_audio[3:5], ["Let us plan the week.", "Tongue twisters now."])
+    assert speech.wer(list(speech.SENTENCES[3:5]), texts) <= 0.2, texts
+
+
+def test_greedy_fallback_transcribes_too(triton_client, sentence_audio):
+    texts = asr_request(triton_client, sentence_audio, model="whisper_asr_greedy")
+    assert speech.wer(list(speech.SENTENCES), texts) <= 0.2, texts
+
+
+ASR_MALFORMED = [
+    pytest.param([("AUDIO", np.zeros((2, 1600), np.float32), "FP32"), ("LENGTH", np.array([1600], np.int32), "INT32"),
+                  ("PROMPT", np.array([b"", b""], dtype=object), "BYTES")], "LENGTH must be", id="lengths-short"),
+    pytest.param([("AUDIO", np.zeros((1, 1600), np.float32), "FP32"), ("LENGTH", np.array([1600], np.int32), "INT32"),
+                  ("PROMPT", np.array([b"", b""], dtype=object), "BYTES")], "PROMPT must be", id="prompts-too-many"),
+    pytest.param([("AUDIO", np.zeros((1, 1600), np.float32), "FP32"), ("LENGTH", np.array([1600], np.int64), "INT64"),
+                  ("PROMPT", np.array([b""], dtype=object), "BYTES")], "data-type|datatype|INT64", id="length-int64"),
+    pytest.param([("AUDIO", np.zeros((1, 16000 * 31), np.float32), "FP32"),
+                  ("LENGTH", np.array([16000 * 31], np.int32), "INT32"),
+                  ("PROMPT", np.array([b""], dtype=object), "BYTES")], "longer than Whisper", id="over-30-seconds"),
+]
+
+
+@pytest.mark.parametrize("inputs, message", ASR_MALFORMED)
+def test_malformed_asr_requests_get_errors(triton_client, sentence_audio, inputs, message):
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException, match=message):
+        triton_client.infer("whisper_asr", [tensor(n, a, d) for n, a, d in inputs])
+    assert asr_request(triton_client, [sentence_audio[6]])[0] != ""

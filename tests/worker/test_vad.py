@@ -27,8 +27,12 @@ def utterance(text="The quick brown fox jumps over the lazy dog.") -> np.ndarray
 
 def one_stream_reference(audio_chunks: np.ndarray) -> np.ndarray:
     """Silero's own public wrapper, one stream, chunk by chunk: what each stream must get."""
+    import warnings
+
     import silero_vad
-    wrapper = silero_vad.load_silero_vad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load, inside silero-vad
+        wrapper = silero_vad.load_silero_vad()
     wrapper.reset_states()
     return np.array([wrapper(torch.from_numpy(c.copy()), 16000).item() for c in audio_chunks], dtype=np.float32)
 

