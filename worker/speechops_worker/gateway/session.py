@@ -102,6 +102,7 @@ class Session:
         self._expected_next: float | None = None
         self._finals: asyncio.Task | None = None   # the newest final; finals are sent in order
         self._tasks: set[asyncio.Task] = set()
+        self._requests: set[asyncio.Future] = set()
         self._labels: dict = {}
 
     # ---------------------------------------------------------------- client input
@@ -319,6 +320,8 @@ class Session:
 
         def done(f: asyncio.Future) -> None:
             utt.partial_busy = False
+            if f.cancelled():
+                return
             if self.closed or utt.finalized:
                 f.exception()
                 return
@@ -344,7 +347,7 @@ class Session:
         audio = utt.audio(upto)
         part = {"AUDIO": audio.reshape(1, -1), "LENGTH": np.array([len(audio)], np.int32),
                 "PROMPT": np.array([self._prompt(stage, utt).encode()], dtype=object)}
-        return self.gw.packers[self._model_for(stage)].submit(part, urgent=urgent)
+        return self._track(self.gw.packers[self._model_for(stage)].submit(part, urgent=urgent))
 
     def _finalize(self, utt: Utterance, reason: str, decided_at: float) -> asyncio.Task:
         utt.finalized = True
@@ -365,8 +368,8 @@ class Session:
                     futures.append(self._submit_asr(s, utt, None, urgent=True))
                 else:
                     audio = utt.audio()
-                    futures.append(self.gw.packers[self._model_for(s)].submit(
-                        {"AUDIO": audio.reshape(1, -1), "LENGTH": np.array([len(audio)], np.int32)}, urgent=True))
+                    futures.append(self._track(self.gw.packers[self._model_for(s)].submit(
+                        {"AUDIO": audio.reshape(1, -1), "LENGTH": np.array([len(audio)], np.int32)}, urgent=True)))
             outs = await asyncio.gather(*futures, return_exceptions=True)
             for s, out in zip(stages, outs):
                 if isinstance(out, BaseException):
@@ -464,6 +467,8 @@ class Session:
             return
         self.closed = True
         self.queued.clear()
+        for fut in list(self._requests):
+            fut.cancel()                     # the packer skips cancelled rows it has not sent
         self.utterance = None
         self.pre_roll.clear()
         self._send_vad_end()
@@ -501,6 +506,12 @@ class Session:
         if self._labels and self.frames_in != self._frames_counted:
             self._labels["frames_in"].inc(self.frames_in - self._frames_counted)
             self._frames_counted = self.frames_in
+
+    def _track(self, fut: asyncio.Future) -> asyncio.Future:
+        """Utterance requests still queued in the gateway are dropped when the stream ends."""
+        self._requests.add(fut)
+        fut.add_done_callback(self._requests.discard)
+        return fut
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
