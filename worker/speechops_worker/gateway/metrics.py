@@ -22,7 +22,9 @@ class GatewayMetrics:
         # prometheus_client appends _total to counters itself; strip it from the shared names.
         self.active_streams = Gauge(names.M_ACTIVE_STREAMS, "Open streams", base, registry=r)
         self.frames = Counter(names.M_FRAMES.removesuffix("_total"), "Audio frames in, events out", base + ["direction"], registry=r)
-        self.backlog = Gauge(names.M_BACKLOG, "Rows queued in the gateway, not yet sent to Triton", ["namespace", "model"], registry=r)
+        self.backlog = Gauge(names.M_BACKLOG, "Audio chunks received and not yet through VAD in Triton", base, registry=r)
+        self.model_backlog = Gauge("speechops_model_backlog_rows", "Rows queued in the gateway per model, not yet sent",
+                                   ["namespace", "model"], registry=r)
         self.stage_latency = Histogram(names.M_STAGE_LATENCY, "Stage round trip incl. gateway queueing", base + ["stage"],
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.partial_latency = Histogram(names.M_PARTIAL_LATENCY, "Last audio of a partial received -> partial sent", base,

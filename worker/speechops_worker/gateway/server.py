@@ -276,7 +276,13 @@ class Gateway:
             latencies = [lat for model, p in self.packers.items()
                          if MODEL_KINDS[model] != "vad" and (lat := p.recent_latency(self.config.load_horizon_s)) is not None]
             for model, packer in self.packers.items():
-                self.metrics.backlog.labels(self.config.namespace, model).set(packer.queued_rows)
+                self.metrics.model_backlog.labels(self.config.namespace, model).set(packer.queued_rows)
+            backlog = Tally()
+            for session in self.sessions:
+                if session.plan is not None:
+                    backlog[session.plan.name] += session.chunks_in - session.chunks_done
+            for pipeline in self.plans:
+                self.metrics.backlog.labels(self.config.namespace, pipeline).set(backlog[pipeline])
             latency = max(latencies) if latencies else None
             level, self._calm_since, self._last_step = decide_level(
                 self.level, latency, self._calm_since, self._last_step, time.monotonic(), self.config)
