@@ -130,7 +130,7 @@ async def test_streamed_sentences_are_transcribed(triton_server):
     sentence, and the word error rate over all of them is at most 0.15. The streams carry
     vocabulary prompts of different lengths, so packed ASR rows differ in prompt too."""
     sentences = speech.SENTENCES[:10]
-    prompts = ["", "Stella", "Tuesday meeting", "", "train city morning", "", "kitchen", "", "", "report"]
+    prompts = ["", "Stella", "weather forecast", "", "", "train to the city", "kitchen lights", "", "", "report"]
     async with running_gateway(triton_server.grpc_url) as gw:
         results = await asyncio.gather(*[
             stream_audio(url_of(gw), utterance(s), pipeline="full", speed=3.0, options={"prompt": p})

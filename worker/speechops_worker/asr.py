@@ -233,7 +233,11 @@ class WhisperAsr:
                           10 + int(np.ceil(opts.tokens_per_second * lengths[rows].max() / SAMPLE_RATE)))
         # CTranslate2 wants <|startoftranscript|> at the same position in every row of a
         # generate call, so rows are decoded in groups of equal prompt length (streams
-        # carry different previous text).
+        # carry different previous text). The previous text is cut to a power of two of
+        # tokens (its most recent part) so a batch splits into a few groups, not one per row.
+        prompt_ids = [ids if ids[0] != self._previous else
+                      [self._previous, *ids[1:-2][-(1 << ((len(ids) - 3).bit_length() - 1)):], *ids[-2:]]
+                      for ids in prompt_ids]
         groups: dict[int, list[int]] = {}
         for j, ids in enumerate(prompt_ids):
             groups.setdefault(len(ids), []).append(j)
