@@ -16,7 +16,7 @@ class VadParams:
     threshold: float = 0.5
     min_silence_chunks: int = 8      # 8 x 32 ms = 256 ms of silence ends an utterance
     min_speech_chunks: int = 6       # shorter than ~190 ms: not speech worth decoding
-    pre_roll_chunks: int = 6         # ~190 ms kept before the start so onsets are not cut
+    pre_roll_chunks: int = 10        # ~320 ms kept before the start so soft onsets are not cut
 
     @property
     def neg_threshold(self) -> float:

@@ -1,7 +1,7 @@
 """One stream's state, from `start` to `closed`. It dies with the stream.
 
 Memory per stream is bounded: the framer's remainder (< 1 KB), the VAD chunks queued for
-Triton (at most `max_queued_chunks`; beyond that the socket stops being read), a ~190 ms
+Triton (at most `max_queued_chunks`; beyond that the socket stops being read), a ~320 ms
 pre-roll, and the current utterance (at most streams.contextWindow of int16 audio; at the
 cap a final is forced and the last words carry over as the prompt). Silero's RNN state
 lives in Triton by stream id and is freed there by an END row when the stream closes.

@@ -32,6 +32,7 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
 
 
 AGREEMENT = 3   # decodes that must agree on a word before it is shown as stable
+TAIL_MARGIN = 1  # words at the end of a decode never committed (the audio may cut them)
 
 
 def extend_committed(committed: list[str], earlier: list[list[str]], current: list[str]) -> list[str]:
@@ -46,9 +47,9 @@ def extend_committed(committed: list[str], earlier: list[list[str]], current: li
         return committed          # the decode revised a committed word: keep ours, wait
     if len(earlier) < AGREEMENT - 1:
         return committed
-    agreed = len(current) - 1
+    agreed = len(current) - TAIL_MARGIN
     for decode in earlier[-(AGREEMENT - 1):]:
-        agreed = min(agreed, agreed_prefix(decode, current), len(decode) - 1)
+        agreed = min(agreed, agreed_prefix(decode, current), len(decode) - TAIL_MARGIN)
     if agreed > len(committed):
         return committed + current[len(committed):agreed]
     return committed
