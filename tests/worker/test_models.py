@@ -80,7 +80,33 @@ def test_packed_vad_finds_speech_per_stream_without_mixing_state(triton_client):
     assert seconds(segments[-1][1]) == pytest.approx((len(lead) + len(spoken)) / 16000, abs=0.5)
 
 
-def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_client):
+def test_packed_vad_many_staggered_streams_each_get_their_own_probabilities(triton_client):
+    """64 streams that start at different times, half speaking the same sentence, half
+    silent: every speaking stream sees exactly its own history."""
+    talk = chunks(np.concatenate([speech.silence(0.3), speech.synthesize("Can you send me the report?")]))
+    quiet = chunks(speech.silence(len(talk) * VAD_CHUNK / 16000))
+    streams = {9000 + i: (talk if i % 2 == 0 else quiet, i % 7) for i in range(64)}  # (audio, start offset)
+    got = {sid: [] for sid in streams}
+    total = len(talk) + 7
+    for step in range(0, total, 3):  # three time steps per request: several rows per stream
+        rows = []
+        for k in range(step, min(step + 3, total)):
+            for sid, (audio, offset) in streams.items():
+                if 0 <= k - offset < len(audio):
+                    rows.append((sid, k - offset, audio))
+        probs = vad_request(triton_client, [a[j] for _, j, a in rows], [sid for sid, _, _ in rows],
+                            [j == 0 for _, j, _ in rows], [j == len(a) - 1 for _, j, a in rows])
+        for (sid, _, _), p in zip(rows, probs):
+            got[sid].append(p)
+    speaking = [np.array(got[sid]) for sid, (audio, _) in streams.items() if audio is talk]
+    silent = [np.array(got[sid]) for sid, (audio, _) in streams.items() if audio is quiet]
+    assert max(p.max() for p in speaking) > 0.5
+    for probs in speaking[1:]:
+        np.testing.assert_allclose(probs, speaking[0], atol=1e-5)
+    assert max(p.max() for p in silent) < 0.1
+
+
+def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_server, triton_client):
     talk = chunks(np.concatenate([speech.silence(0.3), speech.synthesize("She sells sea shells.")]))
     packed = stream_packed(triton_client, {21: talk}, rows_per_request=1)[21]
     sequential = []
@@ -90,6 +116,18 @@ def test_sequence_batcher_vad_gives_the_packed_probabilities(triton_client):
         sequential.append(result.as_numpy("PROB")[0, 0])
     np.testing.assert_allclose(sequential, packed, atol=1e-5)
     assert max(sequential) > 0.5
+    assert model_metric(triton_server, "speechops_model_streams", "silero_vad_seq") == 0  # END freed it
+
+
+def test_empty_requests_get_empty_answers(triton_client):
+    assert vad_request(triton_client, np.zeros((0, VAD_CHUNK), np.float32), [], [], []).shape == (0,)
+    empty = triton_client.infer("audio_stats", [tensor("AUDIO", np.zeros((0, 0), np.float32), "FP32"),
+                                                tensor("LENGTH", np.zeros(0, np.int32), "INT32")])
+    assert empty.as_numpy("PEAK").shape == (0,)
+    texts = triton_client.infer("whisper_asr", [tensor("AUDIO", np.zeros((0, 0), np.float32), "FP32"),
+                                                tensor("LENGTH", np.zeros(0, np.int32), "INT32"),
+                                                tensor("PROMPT", np.zeros(0, dtype=object), "BYTES")])
+    assert texts.as_numpy("TEXT").shape == (0,)
 
 
 def test_end_frees_stream_state(triton_server, triton_client):
@@ -245,3 +283,30 @@ def test_malformed_asr_requests_get_errors(triton_client, sentence_audio, inputs
     with pytest.raises(InferenceServerException, match=message):
         triton_client.infer("whisper_asr", [tensor(n, a, d) for n, a, d in inputs])
     assert asr_request(triton_client, [sentence_audio[6]])[0] != ""
+
+
+def test_audio_stats_answers_while_asr_is_still_decoding(triton_client, sentence_audio):
+    """Independent models run in their own backend processes: a stage beside ASR is not
+    queued behind it."""
+    import threading
+    long_rows = [np.concatenate(sentence_audio[i:i + 3]) for i in range(0, 8)]
+    width = max(len(r) for r in long_rows)
+    audio = np.zeros((len(long_rows), width), np.float32)
+    for i, r in enumerate(long_rows):
+        audio[i, :len(r)] = r
+    lengths = np.array([len(r) for r in long_rows], np.int32)
+    asr_done = threading.Event()
+    outcome = {}
+
+    def on_asr(result=None, error=None):
+        outcome["texts"], outcome["error"] = (result.as_numpy("TEXT") if result else None), error
+        asr_done.set()
+
+    triton_client.async_infer("whisper_asr", [
+        tensor("AUDIO", audio, "FP32"), tensor("LENGTH", lengths, "INT32"),
+        tensor("PROMPT", np.array([b""] * len(long_rows), dtype=object), "BYTES")], callback=on_asr)
+    stats = triton_client.infer("audio_stats", [tensor("AUDIO", audio, "FP32"), tensor("LENGTH", lengths, "INT32")])
+    asr_was_running = not asr_done.is_set()
+    assert asr_done.wait(60) and outcome["error"] is None
+    assert asr_was_running, "audio_stats waited for ASR"
+    assert (stats.as_numpy("RMS_DBFS") > -40).all() and len(outcome["texts"]) == len(long_rows)

@@ -235,6 +235,10 @@ class TritonServer:
                     break
                 if self._fixed_ports:  # the same ports may need a moment to be released
                     time.sleep(1.0)
+            except BaseException:  # interrupted while waiting: leave nothing running
+                self._terminate()
+                self._cleanup_workdir()
+                raise
         self._cleanup_workdir()
         raise last_error  # type: ignore[misc]
 
