@@ -203,7 +203,7 @@ class Printer:
                 print(f"  partial {span} {e['text']}" + (f" ({unstable})" if unstable else ""), file=self.out)
         elif kind == "final":
             self._clear()
-            print(f"  final   {span} {e['text']}   ({e['server']['latency_ms']:.0f} ms after end of speech)",
+            print(f"  final   {span} {e['text']}   ({e['server']['latency_ms']:.0f} ms after the pause was detected)",
                   file=self.out)
         elif kind in ("degraded", "restored"):
             self._clear()
