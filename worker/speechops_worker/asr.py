@@ -231,12 +231,27 @@ class WhisperAsr:
         # CTranslate2's max_length counts the prompt; budget the text by audio duration.
         text_budget = min(opts.max_new_tokens,
                           10 + int(np.ceil(opts.tokens_per_second * lengths[rows].max() / SAMPLE_RATE)))
-        max_length = min(MAX_DECODER_TOKENS, max(len(p) for p in prompt_ids) + text_budget)
-        outputs = self.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), prompt_ids,
-            beam_size=opts.beam_size, max_length=max_length, return_scores=True,
-            return_no_speech_prob=True, suppress_blank=True,
-            no_repeat_ngram_size=opts.no_repeat_ngram_size)
+        # CTranslate2 wants <|startoftranscript|> at the same position in every row of a
+        # generate call, so rows are decoded in groups of equal prompt length (streams
+        # carry different previous text). The previous text is cut to a power of two of
+        # tokens (its most recent part) so a batch splits into a few groups, not one per row.
+        prompt_ids = [ids if ids[0] != self._previous else
+                      [self._previous, *ids[1:-2][-(1 << ((len(ids) - 3).bit_length() - 1)):], *ids[-2:]]
+                      for ids in prompt_ids]
+        groups: dict[int, list[int]] = {}
+        for j, ids in enumerate(prompt_ids):
+            groups.setdefault(len(ids), []).append(j)
+        outputs: list = [None] * len(rows)
+        for prompt_len, members in groups.items():
+            max_length = min(MAX_DECODER_TOKENS, prompt_len + text_budget)
+            group_out = self.model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(features[members])),
+                [prompt_ids[j] for j in members],
+                beam_size=opts.beam_size, max_length=max_length, return_scores=True,
+                return_no_speech_prob=True, suppress_blank=True,
+                no_repeat_ngram_size=opts.no_repeat_ngram_size)
+            for j, out in zip(members, group_out):
+                outputs[j] = out
         for i, out in zip(rows, outputs):
             tokens = [t for t in out.sequences_ids[0] if t < self._end] if out.sequences_ids else []
             score = float(out.scores[0]) if out.scores else 0.0

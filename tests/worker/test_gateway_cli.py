@@ -1,0 +1,98 @@
+"""`speechops up`, `speechops stream` and `speechops demo` as a user runs them: real
+processes, real tritonserver, output read from their stdout."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import speech
+from speechops_worker.gateway.transcript import word_error_rate
+from speechops_worker.local import SAMPLE_TEXT, SAMPLE_WAV
+from speechops_worker.triton import source_roots
+
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in source_roots()), PYTHONUNBUFFERED="1")
+
+
+def speechops(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "speechops.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=kwargs.pop("timeout", 120), **kwargs)
+
+
+def test_shipped_sample_is_16khz_mono_pcm16_speech():
+    from speechops_worker.client import read_wav
+    pcm = read_wav(SAMPLE_WAV)
+    assert 3 * 16000 < len(pcm) < 15 * 16000
+    assert len(SAMPLE_TEXT.read_text().split()) >= 10
+
+
+def test_stream_refuses_a_wav_it_cannot_send(tmp_path):
+    wav = speech.write_wav(tmp_path / "8k.wav", speech.synthesize("Hello.", sample_rate=8000), sample_rate=8000)
+    result = speechops("stream", str(wav))
+    assert result.returncode == 2
+    assert "16 kHz mono" in result.stderr and "sox" in result.stderr
+
+
+def test_stream_without_a_gateway_says_how_to_start_one(tmp_path):
+    from speechops_worker.triton import free_ports
+    result = speechops("stream", str(SAMPLE_WAV), "--url", f"ws://127.0.0.1:{free_ports(1)[0]}/v1/stream")
+    assert result.returncode == 1
+    assert "no gateway at" in result.stderr and "speechops up" in result.stderr
+
+
+def test_up_reports_every_spec_problem_with_its_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: SpeechPipeline\nmetadata: {name: x}\nspec:\n  profile: turbo\n"
+                   "  stages: [{name: a, model: nope}]\n")
+    result = speechops("up", str(bad))
+    assert result.returncode == 2
+    assert "spec.profile" in result.stderr and "spec.stages[0].model" in result.stderr
+
+
+@pytest.mark.triton
+def test_up_serves_a_pipeline_until_sigterm_and_stream_prints_its_results(tmp_path):
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("apiVersion: speechops.dev/v1alpha1\nkind: SpeechPipeline\nmetadata: {name: levels}\n"
+                        "spec:\n  stages:\n  - {name: vad, model: silero_vad}\n"
+                        "  - {name: stats, model: audio_stats, dependsOn: [vad]}\n")
+    up = subprocess.Popen([sys.executable, "-m", "speechops.cli", "up", str(pipeline), "--port", "0",
+                           "--admin-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, "speechops up exited:\n" + "".join(lines)
+            lines.append(line)
+            if m := re.search(r"gateway ready: (ws://\S+)", line):
+                url = m.group(1)
+        assert any("triton ready" in line for line in lines), lines   # start-up progress is shown
+        result = speechops("stream", str(SAMPLE_WAV), "--url", url, "--fast")
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"stats .*rms_dbfs=-\d+", result.stdout), result.stdout
+        assert "utterance(s)" in result.stdout and "final latency" in result.stdout
+        up.send_signal(signal.SIGTERM)
+        rest, _ = up.communicate(timeout=60)
+        assert up.returncode == 0, rest
+        assert "draining" in rest and "stopped" in rest
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+@pytest.mark.triton
+def test_demo_prints_a_live_transcript_of_the_sample_and_exits_0():
+    result = speechops("demo", "--fast", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    transcript = re.search(r"^transcript: (.*)$", result.stdout, re.M).group(1)
+    assert word_error_rate(Path(SAMPLE_TEXT).read_text(), transcript) <= 0.15, result.stdout
+    assert "final " in result.stdout and "triton ready" in result.stdout

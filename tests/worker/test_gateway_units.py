@@ -1,0 +1,195 @@
+"""The gateway's pure parts: protocol validation, framing, VAD segmentation, stable
+partials, packing, degradation decisions, pipeline plans. No server, no Triton."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from speechops.api import SpecError, parse_spec
+from speechops_worker.gateway import protocol as P
+from speechops_worker.gateway.framing import Framer
+from speechops_worker.gateway.packer import concat_parts, split_outputs
+from speechops_worker.gateway.pipeline import plan
+from speechops_worker.gateway.segmenter import Segmenter, VadParams
+from speechops_worker.gateway.server import GatewayConfig, decide_level
+from speechops_worker.gateway.transcript import extend_committed, final_text, word_error_rate, words
+
+PIPELINES = {"default": object()}
+
+
+# ------------------------------------------------------------------ protocol
+
+@pytest.mark.parametrize("text, code", [
+    ("{not json", P.E_BAD_JSON),
+    ("[1, 2]", P.E_BAD_MESSAGE),
+    ('{"type": 3}', P.E_BAD_MESSAGE),
+    ('{"type": "hello"}', P.E_BAD_MESSAGE),
+], ids=["broken-json", "not-an-object", "type-not-string", "unknown-type"])
+def test_bad_control_messages_are_named(text, code):
+    with pytest.raises(P.ProtocolError) as err:
+        P.parse_control(text)
+    assert err.value.code == code
+
+
+@pytest.mark.parametrize("start, code", [
+    ({"pipeline": "nope"}, P.E_UNKNOWN_PIPELINE),
+    ({"sample_rate": 8000}, P.E_SAMPLE_RATE),
+    ({"sample_rate": "16000"}, P.E_SAMPLE_RATE),
+    ({"encoding": "opus"}, P.E_ENCODING),
+    ({"options": []}, P.E_BAD_OPTION),
+    ({"options": {"colour": "red"}}, P.E_BAD_OPTION),
+    ({"options": {"partial_interval_ms": 5}}, P.E_BAD_OPTION),
+    ({"options": {"partials": "yes"}}, P.E_BAD_OPTION),
+    ({"options": {"prompt": "x" * 501}}, P.E_BAD_OPTION),
+], ids=["unknown-pipeline", "8khz", "rate-as-string", "opus", "options-list", "unknown-option",
+        "interval-too-small", "partials-not-bool", "prompt-too-long"])
+def test_bad_start_messages_are_refused_with_their_code(start, code):
+    with pytest.raises(P.ProtocolError) as err:
+        P.parse_start({"type": "start", "pipeline": "default", **start}, PIPELINES, None)
+    assert err.value.code == code
+    assert err.value.message
+
+
+def test_start_defaults_to_the_only_pipeline_and_reads_options():
+    req = P.parse_start({"type": "start", "options": {"partial_interval_ms": 250, "prompt": "Triton"}},
+                        PIPELINES, "default")
+    assert req.pipeline == "default"
+    assert req.options.partial_interval_s == 0.25
+    assert req.options.prompt == "Triton"
+
+
+@pytest.mark.parametrize("size, code", [(641, P.E_ODD_FRAME), (40_000, P.E_FRAME_TOO_BIG)], ids=["odd", "oversized"])
+def test_bad_frames_are_refused(size, code):
+    with pytest.raises(P.ProtocolError) as err:
+        P.check_frame(size, 32_000)
+    assert err.value.code == code
+
+
+def test_error_event_carries_retry_after():
+    doc = json.loads(P.error_event(P.E_OVER_CAPACITY, "full", retry_after_s=2.0))
+    assert doc["type"] == "error" and doc["code"] == "over_capacity" and doc["retry_after_s"] == 2.0
+
+
+# ------------------------------------------------------------------ framing
+
+def test_framer_keeps_every_sample_across_odd_frame_sizes():
+    samples = np.arange(5000, dtype=np.int16)
+    framer, out = Framer(), []
+    raw = samples.tobytes()
+    for start in range(0, len(raw), 322):      # 161-sample frames: never aligned to 512
+        out.extend(framer.push(raw[start:start + 322]))
+    out.extend(framer.flush())
+    joined = np.concatenate(out)
+    assert np.array_equal(joined[:5000], samples)
+    assert np.all(joined[5000:] == 0) and len(joined) % 512 == 0
+
+
+# ------------------------------------------------------------------ VAD segmentation
+
+def run_segmenter(probs, params=VadParams(min_silence_chunks=3, min_speech_chunks=2)):
+    seg = Segmenter(params)
+    return [(t.kind, t.chunk, t.discard) for p in probs if (t := seg.step(p))] + \
+           ([(t.kind, t.chunk, t.discard)] if (t := seg.end()) else [])
+
+
+@pytest.mark.parametrize("probs, expected", [
+    ([0.1] * 10, []),
+    ([0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1], [("start", 1, False), ("end", 3, False)]),
+    ([0.9, 0.9, 0.2, 0.9, 0.9, 0.1, 0.1, 0.1], [("start", 0, False), ("end", 4, False)]),
+    ([0.9, 0.4, 0.4, 0.4, 0.4, 0.1, 0.1, 0.1], [("start", 0, False), ("end", 4, False)]),
+    ([0.1, 0.9, 0.1, 0.1, 0.1], [("start", 1, False), ("end", 1, True)]),
+    ([0.9, 0.9, 0.9], [("start", 0, False), ("end", 2, False)]),
+], ids=["silence", "one-segment", "short-gap-bridged", "hysteresis-keeps-speech", "blip-discarded",
+        "ended-by-stream-end"])
+def test_segmenter(probs, expected):
+    assert run_segmenter(probs) == expected
+
+
+# ------------------------------------------------------------------ stable partials
+
+def test_committed_words_grow_only_where_three_decodes_agree_before_their_last_word():
+    history = []
+    shown = []
+    for decode in ["the quick", "The quick brown", "the quick brown fox.", "the quick brown fox jumps",
+                   "the quick brown fax jumps over"]:
+        shown.append(extend_committed(shown[-1] if shown else [], history, words(decode)))
+        history = (history + [words(decode)])[-2:]
+    assert shown == [[], [], ["the"], ["the", "quick"], ["the", "quick", "brown"]]
+
+
+def test_a_revised_committed_word_is_never_taken_back():
+    committed = ["the", "quick"]
+    assert extend_committed(committed, [words("the quick brown"), words("the quick brown")],
+                            words("a quick brown fox")) == committed
+    # The final keeps what the partials showed and takes the rest from its own decode.
+    assert final_text(committed, words("A quick brown fox jumps.")) == "the quick brown fox jumps."
+
+
+@pytest.mark.parametrize("ref, hyp, wer", [
+    ("the quick brown fox", "The quick brown fox.", 0.0),
+    ("the quick brown fox", "the quick fox", 0.25),
+    ("the quick brown fox", "the quick brown fox jumps", 0.25),
+    ("a b c d", "w x y z", 1.0),
+], ids=["case-and-punctuation-ignored", "deletion", "insertion", "all-wrong"])
+def test_word_error_rate(ref, hyp, wer):
+    assert word_error_rate(ref, hyp) == pytest.approx(wer)
+
+
+# ------------------------------------------------------------------ packing
+
+def test_parts_of_different_widths_are_padded_and_split_back():
+    parts = [{"AUDIO": np.ones((1, 3), np.float32), "LENGTH": np.array([3], np.int32)},
+             {"AUDIO": np.ones((2, 5), np.float32), "LENGTH": np.array([5, 5], np.int32)}]
+    packed = concat_parts(parts)
+    assert packed["AUDIO"].shape == (3, 5)
+    assert packed["AUDIO"][0].tolist() == [1, 1, 1, 0, 0]
+    back = split_outputs({"OUT": np.array([10, 20, 30])}, [1, 2])
+    assert [b["OUT"].tolist() for b in back] == [[10], [20, 30]]
+
+
+# ------------------------------------------------------------------ degradation
+
+CFG = GatewayConfig(triton_url="-", pipelines={}, degrade_after_s=0.3, restore_below_s=0.1,
+                    restore_hold_s=2.0, step_hold_s=1.0)
+
+
+@pytest.mark.parametrize("level, latency, calm_since, last_step, now, expected_level", [
+    (0, 0.5, None, 0.0, 10.0, 1),
+    (1, 0.5, None, 9.5, 10.0, 1),
+    (1, 0.5, None, 8.0, 10.0, 2),
+    (2, 0.9, None, 0.0, 10.0, 2),
+    (2, 0.05, 7.0, 7.0, 10.0, 1),
+    (2, 0.05, 9.0, 7.0, 10.0, 2),
+    (1, None, 5.0, 5.0, 10.0, 0),
+    (1, 0.2, 5.0, 5.0, 10.0, 1),
+], ids=["overload-steps-down", "one-step-per-hold", "still-overloaded-steps-again", "floor-is-level-2",
+        "calm-long-enough-steps-up", "calm-too-short", "idle-counts-as-calm", "between-thresholds-holds"])
+def test_decide_level(level, latency, calm_since, last_step, now, expected_level):
+    assert decide_level(level, latency, calm_since, last_step, now, CFG)[0] == expected_level
+
+
+# ------------------------------------------------------------------ pipeline plans
+
+def test_default_demo_pipeline_runs_asr_and_stats_in_one_wave():
+    spec = parse_spec({"stages": [
+        {"name": "vad", "model": "silero_vad"},
+        {"name": "asr", "model": "whisper_asr", "dependsOn": ["vad"], "fallbackModel": "whisper_asr_greedy"},
+        {"name": "stats", "model": "audio_stats", "dependsOn": ["vad"], "optional": True}]})
+    p = plan("demo", spec)
+    assert p.vad.model == "silero_vad"
+    assert [[s.name for s in w] for w in p.waves] == [["asr", "stats"]]
+    assert p.models == {"silero_vad", "whisper_asr", "whisper_asr_greedy", "audio_stats"}
+
+
+@pytest.mark.parametrize("stages, field", [
+    ([{"name": "x", "model": "no_such_model"}], "spec.stages[0].model"),
+    ([{"name": "v", "model": "silero_vad_seq"}], "spec.stages[0].model"),
+    ([{"name": "a", "model": "whisper_asr", "fallbackModel": "audio_stats"}], "spec.stages[0].fallbackModel"),
+], ids=["unknown-model", "sequence-model-not-servable", "fallback-of-another-kind"])
+def test_pipelines_the_gateway_cannot_serve_are_refused_with_the_field(stages, field):
+    with pytest.raises(SpecError) as err:
+        plan("p", parse_spec({"stages": stages}))
+    assert field in [f for f, _ in err.value.problems]

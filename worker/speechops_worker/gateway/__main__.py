@@ -1,0 +1,67 @@
+"""The gateway container's entry point: `python -m speechops_worker.gateway`.
+
+Reads one or more SpeechPipeline documents (a YAML file, `---`-separated), connects to
+Triton's gRPC port and serves streams until SIGTERM, which drains open streams first
+(stop admitting, finish streams up to drainTimeout, then close them with their results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from speechops import logs, names
+from speechops_worker.gateway.server import Gateway, GatewayConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m speechops_worker.gateway")
+    parser.add_argument("--pipelines", required=True, type=Path, help="YAML file with SpeechPipeline documents")
+    parser.add_argument("--triton", default=f"127.0.0.1:{names.TRITON_GRPC_PORT}", help="Triton gRPC host:port")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=names.GATEWAY_PORT)
+    parser.add_argument("--admin-port", type=int, default=names.GATEWAY_ADMIN_PORT)
+    parser.add_argument("--max-streams", type=int, help="per pipeline (default: spec.capacity.streamsPerReplica)")
+    parser.add_argument("--log-format", choices=("human", "json"), default="human")
+    args = parser.parse_args(argv)
+    logs.configure(args.log_format)
+
+    from speechops_worker.local import UpError, pipeline_from_doc
+    try:
+        docs = [d for d in yaml.safe_load_all(args.pipelines.read_text()) if d]
+        pipelines = dict(pipeline_from_doc(d, str(args.pipelines)) for d in docs)
+    except (OSError, yaml.YAMLError, UpError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    config = GatewayConfig(triton_url=args.triton, pipelines=pipelines, host=args.host, port=args.port,
+                           admin_port=args.admin_port, max_streams=args.max_streams)
+
+    async def serve() -> None:
+        gateway = Gateway(config)
+        await gateway.start()
+        print(f"gateway ready port={gateway.port} admin_port={gateway.admin_port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await gateway.drain()
+        await gateway.stop()
+
+    try:
+        import uvloop
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+    logging.getLogger("speechops.gateway").info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Prometheus metrics of one gateway. Names come from `speechops.names` so the scaler,
+the dashboards and the alerts query what is exported here. Every series carries
+`namespace` and `pipeline`; the registry is per gateway (no process-global state), so
+tests can run several gateways in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from speechops import names
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+_JITTER_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class GatewayMetrics:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.registry = CollectorRegistry()
+        base = ["namespace", "pipeline"]
+        r = self.registry
+        # prometheus_client appends _total to counters itself; strip it from the shared names.
+        self.active_streams = Gauge(names.M_ACTIVE_STREAMS, "Open streams", base, registry=r)
+        self.frames = Counter(names.M_FRAMES.removesuffix("_total"), "Audio frames in, events out", base + ["direction"], registry=r)
+        self.backlog = Gauge(names.M_BACKLOG, "Audio chunks received and not yet through VAD in Triton", base, registry=r)
+        self.model_backlog = Gauge("speechops_model_backlog_rows", "Rows queued in the gateway per model, not yet sent",
+                                   ["namespace", "model"], registry=r)
+        self.stage_latency = Histogram(names.M_STAGE_LATENCY, "Stage round trip incl. gateway queueing", base + ["stage"],
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.partial_latency = Histogram(names.M_PARTIAL_LATENCY, "Last audio of a partial received -> partial sent", base,
+                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.final_latency = Histogram(names.M_FINAL_LATENCY, "End of speech decided -> final sent", base,
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.jitter = Histogram(names.M_JITTER, "Frame inter-arrival deviation from the audio duration", base,
+                                buckets=_JITTER_BUCKETS, registry=r)
+        self.dropped = Counter(names.M_DROPPED_FRAMES.removesuffix("_total"), "Frames or events dropped", base + ["reason"], registry=r)
+        self.rejected = Counter(names.M_REJECTED_STREAMS.removesuffix("_total"), "Streams refused or failed", base + ["reason"], registry=r)
+        self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
+        self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
