@@ -1,6 +1,8 @@
 """The gateway container's entry point: `python -m speechops_worker.gateway`.
 
-Reads one or more SpeechPipeline documents (a YAML file, `---`-separated), connects to
+Reads one or more SpeechPipeline documents (a YAML file, `---`-separated) or, in a worker
+pod, the one pipeline the operator describes in the environment (PIPELINE, PIPELINE_SPEC,
+NAMESPACE, TRITON_GRPC_URL; see `speechops.resources.worker`), connects to
 Triton's gRPC port and serves streams until SIGTERM, which drains open streams first
 (stop admitting, finish streams up to drainTimeout, then close them with their results).
 """
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import logging
 import signal
 import sys
@@ -22,8 +26,10 @@ from speechops_worker.gateway.server import Gateway, GatewayConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m speechops_worker.gateway")
-    parser.add_argument("--pipelines", required=True, type=Path, help="YAML file with SpeechPipeline documents")
-    parser.add_argument("--triton", default=f"127.0.0.1:{names.TRITON_GRPC_PORT}", help="Triton gRPC host:port")
+    parser.add_argument("--pipelines", type=Path,
+                        help="YAML file with SpeechPipeline documents (default: the pipeline in $PIPELINE_SPEC)")
+    parser.add_argument("--triton", default=os.environ.get(names.ENV_TRITON_GRPC_URL, f"127.0.0.1:{names.TRITON_GRPC_PORT}"),
+                        help="Triton gRPC host:port")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=names.GATEWAY_PORT)
     parser.add_argument("--admin-port", type=int, default=names.GATEWAY_ADMIN_PORT)
@@ -34,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from speechops_worker.local import UpError, pipeline_from_doc
     try:
-        docs = [d for d in yaml.safe_load_all(args.pipelines.read_text()) if d]
-        pipelines = dict(pipeline_from_doc(d, str(args.pipelines)) for d in docs)
-    except (OSError, yaml.YAMLError, UpError) as exc:
+        if args.pipelines is not None:
+            docs = [d for d in yaml.safe_load_all(args.pipelines.read_text()) if d]
+            source = str(args.pipelines)
+        else:
+            docs, source = [pipeline_from_environment(os.environ)], f"${names.ENV_PIPELINE_SPEC}"
+        pipelines = dict(pipeline_from_doc(d, source) for d in docs)
+    except (OSError, yaml.YAMLError, json.JSONDecodeError, UpError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     config = GatewayConfig(triton_url=args.triton, pipelines=pipelines, host=args.host, port=args.port,
@@ -61,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve())
     logging.getLogger("speechops.gateway").info("stopped")
     return 0
+
+
+def pipeline_from_environment(env: os._Environ | dict) -> dict:
+    """The SpeechPipeline document a worker pod's environment describes."""
+    from speechops.api import API_VERSION, KIND
+    from speechops_worker.local import UpError
+    if names.ENV_PIPELINE not in env or names.ENV_PIPELINE_SPEC not in env:
+        raise UpError(f"give --pipelines FILE, or set {names.ENV_PIPELINE} and {names.ENV_PIPELINE_SPEC}")
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": env[names.ENV_PIPELINE]},
+            "spec": json.loads(env[names.ENV_PIPELINE_SPEC])}
 
 
 if __name__ == "__main__":

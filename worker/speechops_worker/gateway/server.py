@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from picows import WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, ws_create_server
 
+from speechops import names
 from speechops.api import PipelineSpec
 from speechops.catalog import MODELS
 from speechops.profiles import profile as profile_of
@@ -43,7 +44,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 0                                 # 0: any free port (tests); pods use names.GATEWAY_PORT
     admin_port: int | None = 0                    # None: no admin HTTP
-    namespace: str = field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "local"))
+    namespace: str = field(default_factory=lambda: os.environ.get(names.ENV_NAMESPACE, "local"))
     default_pipeline: str | None = None           # used when `start` names none
     max_streams: int | None = None                # per pipeline; None: spec.capacity.streamsPerReplica
     max_frame_bytes: int = 32_000                 # 1 s of audio
