@@ -11,3 +11,30 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def kopf_registry():
+    """A fresh kopf registry for one test's operator run.
+
+    kopf registers handlers in a process-wide default registry at import time, and
+    Python imports a module once: without this, an operator started by one test also
+    runs every handler module an earlier test imported. Returns a function that
+    (re)imports handler modules into the fresh registry."""
+    import importlib
+    import sys
+
+    import kopf
+
+    previous = kopf.get_default_registry()
+    kopf.set_default_registry(kopf.OperatorRegistry())
+
+    def load(*modules: str) -> None:
+        for name in modules:
+            if name in sys.modules:
+                importlib.reload(sys.modules[name])
+            else:
+                importlib.import_module(name)
+
+    yield load
+    kopf.set_default_registry(previous)
