@@ -14,8 +14,10 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
 ARG BUILD_IMAGE=python:3.12.8-slim-bookworm
 # torch is only Silero VAD's runtime here (a few ms per chunk on CPU); the CPU wheel
 # keeps the image gigabytes smaller. Whisper runs in CTranslate2, whose wheels carry
-# their own CUDA kernels and use the GPU when the pod has one.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# their own CUDA kernels and use the GPU when the pod has one. Pass PyTorch's CPU wheel
+# index (or your mirror of it) as TORCH_INDEX_URL; left empty, pip's default index
+# serves the larger CUDA build.
+ARG TORCH_INDEX_URL
 
 # --- build: one wheel of the project, built without Triton's image bulk ------------
 FROM ${BUILD_IMAGE} AS build
@@ -38,14 +40,14 @@ ENV PATH=/opt/speechops/venv/bin:$PATH
 COPY --from=build /wheels /wheels
 # torch first from the CPU index (never a bare torch: that pulls a CUDA build), then
 # the project with its worker extra; the resolver keeps the torch already there.
-RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0 \
  && pip install "$(ls /wheels/speechops-*.whl)[worker]" \
  && rm -rf /wheels \
  && python -c "import speechops_worker, silero_vad, ctranslate2, tritonclient.grpc"
 # The model repository the operator copies into each pod (names.WORKER_IMAGE_MODELS_PATH).
-RUN mkdir -p /opt/speechops/models \
- && cp -R "$(python -c 'import speechops_worker, os; print(os.path.dirname(speechops_worker.__file__))')/models/." \
-          /opt/speechops/models/
+# Built by the same code as `speechops up`: every model folder gets its model.py (a
+# variant such as whisper_asr_greedy reuses another's) and its generated config.pbtxt.
+RUN python -c "from speechops_worker.triton import build_model_repository as b; b('/opt/speechops/models')"
 # Triton's Python backend stub starts its interpreter isolated from PYTHONPATH; the
 # models add these site directories themselves (see worker/speechops_worker/models).
 ENV SPEECHOPS_SITE_DIRS=/opt/speechops/venv/lib/python3.12/site-packages \

@@ -18,7 +18,15 @@ def test_checked_in_config_is_the_builders_interactive_output(name):
     path = MODELS_DIR / name / "config.pbtxt"
     assert path.is_file(), f"{path} missing; regenerate with {REGENERATE}"
     assert path.read_text() == checked_in_config(name), f"{path} differs from the builder; regenerate with {REGENERATE}"
-    assert (MODELS_DIR / name / "1" / "model.py").is_file()
+    assert (MODELS_DIR / (MODELS[name].code or name) / "1" / "model.py").is_file()
+
+
+def test_a_variant_is_its_base_models_code_with_its_own_parameters(tmp_path):
+    repo = build_model_repository(tmp_path, ["whisper_asr", "whisper_asr_greedy"])
+    code = {name: (repo / name / "1" / "model.py").read_bytes() for name in ("whisper_asr", "whisper_asr_greedy")}
+    assert code["whisper_asr"] == code["whisper_asr_greedy"]
+    assert 'key: "beam_size" value: { string_value: "1" }' in (repo / "whisper_asr_greedy" / "config.pbtxt").read_text()
+    assert "beam_size" not in (repo / "whisper_asr" / "config.pbtxt").read_text()
 
 
 def test_repository_holds_each_model_with_the_profiles_config(tmp_path):

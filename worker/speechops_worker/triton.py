@@ -97,7 +97,7 @@ def build_model_repository(dest_dir: str | Path, models: Iterable[str] | None = 
     for name in names:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-        source = MODELS_DIR / name / "1" / "model.py"
+        source = MODELS_DIR / (MODELS[name].code or name) / "1" / "model.py"
         if not source.is_file():
             raise ValueError(f"model {name!r} has no implementation at {source}")
         model_dir = dest / name

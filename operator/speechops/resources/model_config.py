@@ -61,7 +61,7 @@ def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instan
             "  ]",
             "}",
         ]
-    params = {"profile": tier.name, "idle_timeout_s": f"{idle_timeout_s:g}", **(parameters or {})}
+    params = {"profile": tier.name, "idle_timeout_s": f"{idle_timeout_s:g}", **spec.parameters, **(parameters or {})}
     for key in sorted(params):
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{params[key]}" }} }}')
     return "\n".join(lines) + "\n"

@@ -25,7 +25,8 @@ from speechops_worker import backend  # noqa: E402
 from speechops_worker.asr import AsrInputError, DecodeOptions, WhisperAsr  # noqa: E402
 
 # Beam 2 against greedy on 12 espeak sentences (2 cores, int8): WER 0.079 vs 0.108 at
-# about the same cost per utterance; beam 3 was no better and slower.
+# about the same cost per utterance; beam 3 was no better and slower. Variants served by
+# this file (whisper_asr_greedy) override these through config.pbtxt parameters.
 OPTIONS = DecodeOptions(beam_size=2, max_new_tokens=160)
 
 
