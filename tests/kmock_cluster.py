@@ -80,13 +80,13 @@ class Cluster:
 
     def _call(self, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
-        resp = self.http.request(method, self.url + path, json=body, headers=headers, timeout=10)
+        resp = self.http.request(method, self.url + path, json=body, headers=headers, timeout=60)
         if resp.status_code not in ok:
             raise AssertionError(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json() if resp.content else None
 
     def get(self, path: str) -> dict | None:
-        resp = self.http.get(self.url + path, timeout=10)
+        resp = self.http.get(self.url + path, timeout=60)
         return resp.json() if resp.status_code == 200 else None
 
     def apply(self, doc: dict[str, Any], check_schema: bool = True) -> dict[str, Any]:
