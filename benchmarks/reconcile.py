@@ -18,6 +18,7 @@ Run: PYTHONPATH=operator:worker:. python benchmarks/reconcile.py [--pipelines 20
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -86,7 +87,9 @@ def ready(body: dict) -> bool:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipelines", type=int, default=200)
+    parser.add_argument("--pipelines", type=int, default=30, help="pipelines applied through the API for latency")
+    parser.add_argument("--scale", type=int, default=200,
+                        help="converged pipelines added for the restart (no-op resync) and RSS figures")
     parser.add_argument("--batch", type=int, default=10, help="pipelines applied at once")
     parser.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args(argv)
@@ -140,35 +143,77 @@ def main(argv: list[str]) -> int:
         print(f"operator CPU while converging: {cpu:.1f}s of {wall:.1f}s wall ({100 * cpu / wall:.0f}%); "
               f"its own API requests: {len(ops) / n:.1f} per pipeline "
               f"({sum(m == 'GET' for m, _ in ops) / n:.1f} reads); the emulator serves ~10 ms per request")
-        rss = op_proc.memory_info().rss
-        print(f"operator RSS with {n} pipelines: {rss / 2**20:.1f} MiB")
+        print(f"operator RSS with {n} pipelines: {op_proc.memory_info().rss / 2**20:.1f} MiB")
 
-        # No-op resync: restart over the converged cluster; count writes while every
-        # pipeline is resumed (reconciled) once.
+        # Scale: --scale converged pipelines loaded straight into the emulator's memory (as
+        # the operator leaves them; creating them through its HTTP path takes the
+        # single-threaded emulator too long), then a fresh operator resumes them all:
+        # count its writes (a no-op resync) and measure its RSS.
         stop(operator)
+        preload(cluster, args.scale)
         writes_before = len(cluster.writes())
-        operator = start_operator(kubeconfig, metrics_port, log)
-        wait_for(lambda: _metrics_up(metrics_port), timeout=30, what="operator metrics")
         seen = len(cluster.requests())
-        workers = {f"/apis/apps/v1/namespaces/{NS}/deployments/{names.worker_deployment(f'p{i:04d}')}"
-                   for i in range(n)}
+        operator = start_operator(kubeconfig, metrics_port, log)
+        wait_for(lambda: _metrics_up(metrics_port), timeout=60, what="operator metrics")
+        workers = {f"/apis/apps/v1/namespaces/{NS}/deployments/{names.worker_deployment(name)}"
+                   for name in scale_names(args.scale)}
 
         def all_compared() -> bool:   # every pipeline reconciled: its worker was read back
             reads = {p for m, p, agent in cluster.requests()[seen:] if m == "GET" and agent == "speechops-operator"}
             return workers <= reads
 
+        started = time.monotonic()
         wait_for(all_compared, timeout=args.timeout, what="every pipeline reconciled after restart")
+        resumed = time.monotonic() - started
         time.sleep(2.0)
         new_writes = cluster.writes()[writes_before:]
-        print(f"no-op resync: {n} pipelines reconciled, {len(new_writes)} API writes "
-              f"({len(new_writes) / n:.3f} per pipeline; target 0)")
+        total = n + args.scale
+        print(f"no-op resync of {total} pipelines after a restart: {len(new_writes)} API writes "
+              f"({len(new_writes) / total:.3f} per pipeline; target 0), all compared in {resumed:.1f}s")
         for method, path in new_writes[:5]:
             print(f"  write: {method} {path}")
+        print(f"operator RSS with {total} pipelines: {psutil.Process(operator.pid).memory_info().rss / 2**20:.1f} MiB")
     finally:
         stop(operator)
         cluster.close()
     print(f"operator log: {log}")
     return 0
+
+
+def scale_names(count: int) -> list[str]:
+    return [f"s{i:04d}" for i in range(count)]
+
+
+def preload(cluster: Cluster, count: int) -> None:
+    """Converged pipelines, written into the emulator's memory: each pipeline with its
+    children as the operator builds them and a Ready status."""
+    import uuid
+
+    from speechops.api import API_VERSION, GROUP, KIND, PLURAL, parse_spec
+    from speechops.reconcile import adopt, worker_status
+    from speechops.resources.desired import desired_state
+
+    plural = {"ConfigMap": "v1/configmaps", "Service": "v1/services", "Deployment": "apps/v1/deployments",
+              "PodDisruptionBudget": "policy/v1/poddisruptionbudgets"}
+    objects = cluster.emulator.objects
+    for name in scale_names(count):
+        raw_spec = {"profile": ("realtime", "interactive", "batch")[hash(name) % 3]}
+        body = {"apiVersion": API_VERSION, "kind": KIND, "spec": raw_spec,
+                "metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()), "generation": 1,
+                             # What kopf leaves on a pipeline it has handled.
+                             "finalizers": [f"{GROUP}/cleanup"],
+                             "annotations": {f"{GROUP}/last-handled-configuration":
+                                             json.dumps({"spec": raw_spec}, separators=(",", ":"))}}}
+        worker = None
+        for child in desired_state(name, NS, parse_spec(raw_spec)).children:
+            child = adopt(child, body)
+            if child["kind"] == "Deployment" and child["metadata"]["name"] == names.worker_deployment(name):
+                want = child["spec"]["replicas"]
+                child["status"] = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
+                worker = child
+            objects[plural[child["kind"]], NS, child["metadata"]["name"]] = child
+        body["status"] = worker_status(body, worker)
+        objects[f"{API_VERSION}/{PLURAL}", NS, name] = body
 
 
 def _metrics_up(port: int) -> bool:
