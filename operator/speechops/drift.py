@@ -64,6 +64,8 @@ def with_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _same_scalar(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b                      # True == 1 in Python, not in Kubernetes
     if a == b:
         return True
     # The API server rewrites quantities canonically ("0.5" -> "500m", 1 -> "1").

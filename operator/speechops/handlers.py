@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any, Mapping
 
+import aiohttp
 import kopf
 
 from speechops import api, logs, names
@@ -129,7 +130,7 @@ async def run_reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str,
         try:
             outcome = await reconcile(memo.kube, body, known_classes)
             await write_status(memo.kube, body, outcome.status_patch)
-        except ApiError as exc:
+        except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             metrics.ERRORS.labels(trigger).inc()
             metrics.RECONCILES.labels(trigger, "error").inc()
             logs.decision(logger, key, "ReconcileFailed", str(exc), level=logging.WARNING)

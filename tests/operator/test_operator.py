@@ -7,7 +7,7 @@ import time
 
 from speechops import conditions, names
 from speechops.drift import ANNOTATION_DESIRED_HASH
-from tests.operator.conftest import wait_for
+from tests.kmock_cluster import wait_for
 
 NS = "speech"
 CHILDREN = [("ConfigMap", names.model_configmap), ("Deployment", names.worker_deployment),

@@ -34,6 +34,11 @@ def test_names_match_the_api_module():
         "Profile", "Ready", "Replicas", "Streams", "Forecast", "Age"]
 
 
+def test_crd_is_a_valid_custom_resource_definition():
+    import kubernetes_validate
+    kubernetes_validate.validate(load_crd(), "1.31", strict=True)
+
+
 def test_every_field_has_a_description():
     schema = root_schema()
     missing = [path for path, node in _walk(schema["properties"]["spec"])

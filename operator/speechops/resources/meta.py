@@ -26,9 +26,10 @@ def labels(pipeline: str, profile: str, component: str) -> dict[str, str]:
 
 
 def object_meta(name: str, namespace: str | None, pipeline: str, profile: str, component: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": labels(pipeline, profile, component)}
+    meta: dict[str, Any] = {"name": name}
     if namespace is not None:
         meta["namespace"] = namespace
+    meta["labels"] = labels(pipeline, profile, component)
     return meta
 
 

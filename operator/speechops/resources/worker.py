@@ -132,6 +132,8 @@ def triton_container(spec: PipelineSpec) -> dict[str, Any]:
             # Let in-flight requests finish when stopped (the gateway is already gone).
             "--exit-timeout-secs=30",
         ],
+        # The root filesystem is read-only: caches (Python backend, model code) go to /tmp.
+        "env": [{"name": "HOME", "value": "/tmp"}],
         "ports": [
             {"name": "triton-http", "containerPort": names.TRITON_HTTP_PORT, "protocol": "TCP"},
             {"name": "triton-grpc", "containerPort": names.TRITON_GRPC_PORT, "protocol": "TCP"},
@@ -169,6 +171,7 @@ def gateway_container(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
             {"name": names.ENV_PROFILE, "value": spec.profile},
             {"name": names.ENV_PIPELINE_SPEC, "value": worker_spec_json(spec)},
             {"name": names.ENV_TRITON_GRPC_URL, "value": f"127.0.0.1:{names.TRITON_GRPC_PORT}"},
+            {"name": "HOME", "value": "/tmp"},
         ],
         "readinessProbe": _http_probe("/readyz", "admin", 2, 2),
         "livenessProbe": _http_probe("/healthz", "admin", 10, 3),
