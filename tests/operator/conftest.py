@@ -44,7 +44,8 @@ class Operator:
 
 
 @pytest.fixture()
-def operator(cluster):
+def operator(cluster, kopf_registry):
+    kopf_registry("speechops.handlers")   # the operator's handlers alone, whatever ran before
     op = Operator()
     op.start()
     yield op

@@ -287,6 +287,10 @@ def _never_reading_client(port: int, seconds: float) -> None:
     """A WebSocket client that sends audio as fast as it can and never reads an event."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # A small send buffer too: with the kernel's default, sendall hands megabytes of audio
+    # to the kernel at once, the client closes while the gateway has read little of it, and
+    # the close (with unread events) resets the connection before any event backs up.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
