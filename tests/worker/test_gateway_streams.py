@@ -175,11 +175,12 @@ async def test_partials_come_before_the_final_and_never_contradict_it(triton_ser
 
 
 async def test_degradation_steps_down_under_load_and_back_up_when_it_falls(triton_server):
-    """Thresholds set so that any ASR request counts as overload: the stream is told it
+    """Thresholds set so that any ASR request counts as overload (every request waits a
+    little in the gateway, if only for the event loop's next turn): the stream is told it
     is degraded while speech is decoded, and restored during the silence after it."""
     pcm = np.concatenate([utterance(speech.SENTENCES[1], after=0.3), speech.silence(6.0),
                           utterance(speech.SENTENCES[4], after=6.0)])
-    async with running_gateway(triton_server.grpc_url, degrade_after_s=0.001, restore_below_s=0.05,
+    async with running_gateway(triton_server.grpc_url, degrade_after_s=0.0, restore_below_s=0.05,
                                restore_hold_s=0.5, step_hold_s=0.3, load_horizon_s=0.5) as gw:
         result = await stream_audio(url_of(gw), pcm, pipeline="full", speed=2.0)
     kinds = [e["type"] for e in result.events if e["type"] in ("degraded", "restored")]

@@ -10,6 +10,8 @@ A request leaves at once when none is in flight, else after one pack window (by 
 or when an answer frees a slot: low load pays no window, high load packs densely.
 At most `max_in_flight` requests per model are in Triton at once; beyond that rows wait
 here (the backlog metric), so an overload queues in the gateway and never floods Triton.
+That wait is also the overload signal (`recent_wait`): a slow model on an idle machine
+answers late but keeps no queue, an overloaded one builds a queue.
 Final results may jump the queue (`urgent`): a user waits on them.
 """
 
@@ -94,9 +96,9 @@ class Packer:
         self.queued_rows = 0
         self.requests = 0
         self.rows_sent = 0
-        # (finished_at, seconds from queued to answered) of recent requests: the
-        # degradation controller reads these.
-        self.recent: deque[tuple[float, float]] = deque(maxlen=256)
+        # (sent_at, seconds the oldest row of the request waited here) of recent
+        # requests: the degradation controller reads these.
+        self.recent_waits: deque[tuple[float, float]] = deque(maxlen=256)
 
     def submit(self, part: Part, urgent: bool = False) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -132,6 +134,8 @@ class Packer:
             batch = self._take()
             if not batch:
                 break
+            now = time.perf_counter()
+            self.recent_waits.append((now, now - min(w.queued_at for w in batch)))
             self._in_flight += 1
             inputs = self._prepare(concat_parts([w.part for w in batch]))
             fut = loop.run_in_executor(self._pool, self._infer, self.model, inputs, self.outputs)
@@ -154,18 +158,18 @@ class Packer:
                 if not w.future.done():
                     w.future.set_exception(err)
         oldest = max(now - w.queued_at for w in batch)
-        self.recent.append((now, oldest))
         if self._on_latency:
             self._on_latency(oldest)
         # Rows that queued while the window was full have waited long enough: send now.
         if (self._urgent or self._normal) and self._timer is None:
             self._timer = asyncio.get_running_loop().call_soon(self._flush)  # type: ignore[assignment]
 
-    def recent_latency(self, horizon_s: float, quantile: float = 0.9) -> float | None:
-        """Queue-to-answer latency quantile over the last `horizon_s`, or None if idle.
-        Rows still waiting count with their age, so a stuck Triton shows up too."""
+    def recent_wait(self, horizon_s: float, quantile: float = 0.9) -> float | None:
+        """Quantile of how long requests sent in the last `horizon_s` waited here before
+        going to Triton, or None if idle. Rows still waiting count with their age, so a
+        stuck Triton shows up too."""
         now = time.perf_counter()
-        values = [lat for t, lat in self.recent if now - t <= horizon_s]
+        values = [wait for t, wait in self.recent_waits if now - t <= horizon_s]
         for queue in (self._urgent, self._normal):
             if queue:
                 values.append(now - queue[0].queued_at)

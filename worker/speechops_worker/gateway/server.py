@@ -54,8 +54,8 @@ class GatewayConfig:
     socket_send_buffer: int = 64 * 1024           # SO_SNDBUF: bounds kernel memory per stream too
     start_timeout_s: float = 10.0                 # a connection must send `start` within this
     vad: VadParams = VadParams()
-    degrade_after_s: float = 0.4                  # stage p90 (queue + Triton) above this: step down
-    restore_below_s: float = 0.15                 # ... below this for restore_hold_s: step up
+    degrade_after_s: float = 0.25                 # p90 of a stage's queue wait above this: step down
+    restore_below_s: float = 0.05                 # ... below this for restore_hold_s: step up
     restore_hold_s: float = 2.0
     step_hold_s: float = 1.0                      # at most one step down per this
     load_horizon_s: float = 2.0                   # latencies of the last this many seconds count
@@ -65,7 +65,7 @@ class GatewayConfig:
 
 def decide_level(level: int, latency: float | None, calm_since: float | None, last_step: float, now: float,
                  cfg: GatewayConfig) -> tuple[int, float | None, float]:
-    """Degradation level from the slowest stage's recent latency (pure).
+    """Degradation level from the longest recent queue wait of a stage (pure).
 
     Returns (level, calm_since, last_step). One step at a time, down fast (every
     step_hold_s while overloaded), up slowly (after restore_hold_s of calm)."""
@@ -173,9 +173,12 @@ class Gateway:
             vad = MODEL_KINDS[model] == "vad"
             self.packers[model] = Packer(
                 model, tuple(t.name for t in MODELS[model].outputs), infer, window_s=window,
-                # VAD requests are cheap and frequent; ASR requests are long: few in flight,
-                # many rows each (one generate call), the rest queue here.
-                max_in_flight=2, max_rows=4096 if vad else 16, prepare=pcm16_to_float if vad else None)
+                # VAD requests are cheap and frequent: two in flight overlap transfer and
+                # compute. ASR requests are long and Triton runs one model instance: one in
+                # flight, so rows that arrive meanwhile wait here (where the wait is seen
+                # and counts as load) and go together in the next generate call.
+                max_in_flight=2 if vad else 1, max_rows=4096 if vad else 16,
+                prepare=pcm16_to_float if vad else None)
         self._server = await ws_create_server(
             self._listener_for, self.config.host, self.config.port,
             max_frame_size=max(self.config.max_frame_bytes * 2, 65536), websocket_handshake_timeout=5)
@@ -268,14 +271,17 @@ class Gateway:
     # ---------------------------------------------------------------- background loops
 
     async def _control_loop(self) -> None:
-        """Degradation: every 250 ms, from the slowest utterance model's recent queue-to-answer
-        p90. Only ASR and analytics count: stepping down relieves them (fewer partials,
+        """Degradation: every 250 ms, from the p90 of how long requests of each utterance
+        model waited in the gateway for Triton. The wait, not the answer time: one
+        stream on a slow machine waits for nothing, and stepping it down would buy it
+        nothing; a queue means more work than the model keeps up with. Only ASR and
+        analytics count: stepping down relieves them (fewer partials,
         fallback models, optional stages skipped); VAD overload is met by queueing,
         backpressure and admission instead."""
         while True:
             await asyncio.sleep(0.25)
             latencies = [lat for model, p in self.packers.items()
-                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_latency(self.config.load_horizon_s)) is not None]
+                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_wait(self.config.load_horizon_s)) is not None]
             for model, packer in self.packers.items():
                 self.metrics.model_backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             backlog = Tally()
@@ -288,7 +294,7 @@ class Gateway:
             level, self._calm_since, self._last_step = decide_level(
                 self.level, latency, self._calm_since, self._last_step, time.monotonic(), self.config)
             if level != self.level:
-                log.warning("degradation level %d -> %d (stage p90 %.0f ms)", self.level, level,
+                log.warning("degradation level %d -> %d (stage queue wait p90 %.0f ms)", self.level, level,
                             (latency or 0) * 1000)
                 self.level = level
                 for session in list(self.sessions):
