@@ -112,7 +112,8 @@ _METRIC = re.compile(r'^(M_\w+)\s*=\s*"([^"]+)"\s*(?:#\s*(.*))?$')
 def metrics_reference() -> str:
     lines = ["Generated from `operator/speechops/names.py` by `scripts/crd_reference.py`. Gateway "
              "metrics are served by every worker pod on port 9400 (`/metrics`), operator metrics "
-             "on the operator's metrics port (9300); every series carries `namespace` and `pipeline`.",
+             "on the operator's metrics port (9300); gateway and scaler series carry `namespace` and "
+             "`pipeline`.",
              "", "| metric | type, labels and meaning | exported by |", "|---|---|---|"]
     for line in NAMES.read_text().splitlines():
         match = _METRIC.match(line.strip())

@@ -74,10 +74,15 @@ ENV_TRITON_GRPC_URL = "TRITON_GRPC_URL"
 # Where the worker image keeps the models it ships (used when the spec names no repository).
 WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
 
-# Operator metrics (Prometheus, served on the operator's --metrics-port). Every series
-# carries `namespace` and `pipeline`; the chart's dashboard and alerts query them.
+# Operator metrics (Prometheus, served on the operator's --metrics-port). The scaler's
+# series carry `namespace` and `pipeline`; the chart's dashboard and alerts query them.
 M_OP_FORECAST_STREAMS = "speechops_operator_forecast_streams"      # gauge: demand forecast at now + lead time
 M_OP_DESIRED_REPLICAS = "speechops_operator_desired_replicas"      # gauge: workers the scaler asked for
 M_OP_READY_REPLICAS = "speechops_operator_ready_replicas"          # gauge: workers ready
 M_OP_PLACEHOLDERS = "speechops_operator_placeholder_pods"          # gauge: placeholder pods asked for
 M_OP_SCALER_FALLBACKS = "speechops_operator_scaler_fallbacks_total"  # counter{reason}: predictive -> reactive
+# The reconciler's own health, across pipelines (no pipeline label: bounded cardinality).
+M_OP_RECONCILES = "speechops_operator_reconciles_total"            # counter{trigger,result}: reconciles
+M_OP_ERRORS = "speechops_operator_errors_total"                    # counter{trigger}: reconciles that failed
+M_OP_RECONCILE_DURATION = "speechops_operator_reconcile_duration_seconds"  # histogram{trigger}: time per reconcile
+M_OP_CHILD_WRITES = "speechops_operator_child_writes_total"        # counter{reason}: creates, patches, deletes of children

@@ -66,4 +66,12 @@ def test_metric_names_are_the_shared_names():
     metrics = OperatorMetrics(registry)
     metrics.record("ns", "p", desired=1, ready=1, placeholders=0, forecast_streams=12.5, fallback_reason="NoHistory")
     exported = {k[0] for k in _samples(registry)}
-    assert exported == {v for k, v in vars(names).items() if k.startswith("M_OP_")}
+    reconciler = {names.M_OP_RECONCILES, names.M_OP_ERRORS, names.M_OP_RECONCILE_DURATION, names.M_OP_CHILD_WRITES}
+    assert exported == {v for k, v in vars(names).items() if k.startswith("M_OP_")} - reconciler
+
+
+def test_reconciler_metrics_are_the_shared_names():
+    from speechops import operator_metrics
+    assert {operator_metrics.RECONCILES._name + "_total", operator_metrics.ERRORS._name + "_total",
+            operator_metrics.DURATION._name, operator_metrics.WRITES._name + "_total"} == {
+        names.M_OP_RECONCILES, names.M_OP_ERRORS, names.M_OP_RECONCILE_DURATION, names.M_OP_CHILD_WRITES}
