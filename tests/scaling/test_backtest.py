@@ -113,3 +113,11 @@ def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
     assert isinstance(report["all_targets_met"], bool) and report["options"]["gap"] == "hold"
     assert report["results"]["speechops"]["streams_cut"] == 0
     assert report["results"]["hpa"]["unserved_stream_minutes"] > report["results"]["speechops"]["unserved_stream_minutes"]
+
+
+def test_trace_starts_with_a_steady_fleet(tmp_path):
+    # Streams from before the first row are open: demand does not ramp up from zero.
+    rows = "\n".join(f"{1_699_999_995 + i * 60},{120}" for i in range(100))   # tick-aligned
+    times, arrivals, demand, score_from = simulate.prepare(load_trace(write(tmp_path, rows)), Options())
+    assert demand[0] == pytest.approx(demand[200]) == pytest.approx(30 * 16)
+    assert len(times) == len(arrivals) == len(demand) and score_from > 16

@@ -394,11 +394,15 @@ def prepare(trace: Trace, opts: Options) -> tuple[np.ndarray, np.ndarray, np.nda
     d_ticks = max(int(round(opts.duration / opts.tick)), 1)
     # The trace starts mid-operation: streams that began before its first row are still
     # open. Without them concurrency would ramp up from zero, an artefact no forecaster
-    # should be scored on; assume the first duration's arrival rate ran before it.
+    # should see; assume the first duration's arrival rate ran before it. One duration of
+    # that rate is prepended as ticks (the policies start there, unscored), and the demand
+    # there already counts the streams of the duration before it, so every policy starts
+    # from a steady fleet: fed a ramp from zero, a forecaster learnt one hour of huge
+    # lead-time errors from it (the whole of the 1-hour azure traces).
     head = np.full(d_ticks, arrivals[:d_ticks].mean())
     times = np.concatenate((times[0] - opts.tick * np.arange(d_ticks, 0, -1), times))
+    demand = concurrency(np.concatenate((head, head, arrivals)), d_ticks)[d_ticks:]
     arrivals = np.concatenate((head, arrivals))
-    demand = concurrency(arrivals, d_ticks)
     return times, arrivals, demand, d_ticks + int((len(demand) - d_ticks) * opts.warmup)
 
 
