@@ -18,8 +18,9 @@ def fc(expected, upper):
                     model="level", sigma=0.1, history=86400.0)
 
 
-def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
-    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_frames=backlog)
+def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):
+    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_frames=backlog,
+                       deployment_replicas=deployment)
 
 
 @pytest.mark.parametrize("config, signals, forecast, replicas, reason", [
@@ -33,14 +34,15 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None):
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
     (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
     (CFG, sig(replicas=5, streams=None), None, 5, "NoData"),             # nothing known: hold
-    (CFG, sig(replicas=0, streams=None), None, 0, "NoData"),             # hold, even at zero
+    (CFG, sig(replicas=0, streams=None), None, 1, "NoData"),             # never below minReplicas
+    (CFG, sig(replicas=0, streams=None, deployment=4), None, 4, "NoData"),  # pods not made yet: hold the Deployment's
     (CFG, sig(replicas=3, streams=40), None, 5, "ScaleUp"),              # no forecast: reactive on live
     (PolicyConfig(mode="reactive", streams_per_replica=10, max_replicas=20), sig(replicas=2, streams=40),
      fc(500, 600), 5, "ScaleUp"),                                        # reactive ignores the forecast
     (PolicyConfig(mode="fixed", min_replicas=3, max_replicas=20), sig(replicas=7), fc(500, 600), 3, "Fixed"),
 ], ids=["forecast-expected-at-target", "forecast-upper-at-capacity", "forecast-upper-at-target", "live-floor",
         "tolerance-holds", "tolerance-yields-to-band", "backlog-floor", "max-clamp", "down-delayed", "no-data-holds",
-        "no-data-never-from-zero", "fallback-reactive", "reactive-mode", "fixed-mode"])
+        "no-data-keeps-min-replicas", "no-data-holds-pods-not-yet-created", "fallback-reactive", "reactive-mode", "fixed-mode"])
 def test_first_decision(config, signals, forecast, replicas, reason):
     d = Policy(config).decide(signals, forecast)
     assert (d.replicas, d.reason) == (replicas, reason)

@@ -89,7 +89,7 @@ def pod_loads(pods: Sequence[Mapping[str, Any]], streams: Mapping[str, float | N
 
 def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now: float,
          source: PrometheusSource | None, pods: Sequence[Mapping[str, Any]],
-         pod_streams: Mapping[str, float | None]) -> TickResult:
+         pod_streams: Mapping[str, float | None], deployment_replicas: int | None = None) -> TickResult:
     cfg = state.config
     loads = pod_loads(pods, pod_streams)
     started = measured_start_time(pods)
@@ -139,7 +139,8 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     draining = sum(1 for p in loads if p.draining)
     serving_now = max(len(loads) - draining, 0)
     signals = LiveSignals(now=now, replicas=serving_now, active_streams=live, backlog_frames=backlog,
-                          ready_replicas=sum(1 for p in loads if p.ready and not p.draining))
+                          ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
+                          deployment_replicas=deployment_replicas)
     decision = state.policy.decide(signals, forecast)
     plan = plan_replicas(loads, decision.replicas)
     return TickResult(decision=decision, plan=plan, lead=lead, scaling_active=active, condition_reason=reason,

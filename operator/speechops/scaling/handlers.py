@@ -55,7 +55,7 @@ def read_streams(pods: list[dict]) -> dict[str, float | None]:
 
 def apply(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
           api_client: kubernetes.client.ApiClient, body: Any, patch: Any, status: dict, generation: int | None,
-          logger: logging.Logger | logging.LoggerAdapter) -> None:
+          logger: logging.Logger | logging.LoggerAdapter, worker_replicas: int | None = None) -> None:
     """Writes one tick's result. Drains and costs go before replicas, so the ReplicaSet
     picks the pods we marked empty and never one that holds streams."""
     core = kubernetes.client.CoreV1Api(api_client)
@@ -75,8 +75,9 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
                                       {"metadata": {"annotations": {names.POD_DELETION_COST: str(cost)}}},
                                       _preload_content=False)
 
-    _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas)
-    _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve)
+    _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas, worker_replicas)
+    _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve,
+                  read_replicas(apps, namespace, names.reserve_deployment(name)))
 
     metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision
@@ -93,17 +94,22 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
                       condition=result.condition_reason)
 
 
-def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str, replicas: int) -> None:
-    """Patches .spec.replicas only when it differs (no write without a difference); a
-    Deployment that does not exist yet is the operator's to create, so skip it."""
+def read_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str) -> int | None:
+    """A Deployment's .spec.replicas, or None when it does not exist (yet)."""
     try:
         current = apps.read_namespaced_deployment(deployment, namespace, _preload_content=False)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
-            return
+            return None
         raise
-    spec = json.loads(current.data).get("spec") or {}
-    if spec.get("replicas") != replicas:
+    return int((json.loads(current.data).get("spec") or {}).get("replicas", 1))
+
+
+def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str, replicas: int,
+                  current: int | None) -> None:
+    """Patches .spec.replicas only when it differs (no write without a difference); a
+    Deployment that does not exist yet (current None) is the operator's to create, so skip it."""
+    if current is not None and current != replicas:
         apps.patch_namespaced_deployment(deployment, namespace, {"spec": {"replicas": replicas}},
                                         _preload_content=False)
 
@@ -125,8 +131,11 @@ def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, patch:
     core = kubernetes.client.CoreV1Api(client)
     pods = list_worker_pods(core, namespace, name)
     streams = read_streams(pods)
+    apps = kubernetes.client.AppsV1Api(client)
+    worker_replicas = read_replicas(apps, namespace, names.worker_deployment(name))
     source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
               if parsed.scaling.prometheus_url else None)
-    result = controller.tick(state, parsed, namespace, name, time.time(), source, pods, streams)
+    result = controller.tick(state, parsed, namespace, name, time.time(), source, pods, streams,
+                             deployment_replicas=worker_replicas)
     apply(result, namespace=namespace, name=name, pods=pods, api_client=client, body=body, patch=patch,
-          status=status or {}, generation=meta.get("generation"), logger=logger)
+          status=status or {}, generation=meta.get("generation"), logger=logger, worker_replicas=worker_replicas)

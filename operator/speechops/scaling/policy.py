@@ -90,6 +90,7 @@ class LiveSignals:
     active_streams: float | None       # None: unknown (gateway metrics unreachable)
     backlog_frames: float | None = None
     ready_replicas: int | None = None
+    deployment_replicas: int | None = None  # the worker Deployment's .spec.replicas: pods it still has to make
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,13 @@ class Policy:
         elif live is not None:
             raw, basis = live, "live"
         else:
-            # Nothing to go on: keep what runs. Missing data must never release pods.
+            # Nothing to go on: keep what runs or is being started (a new pipeline has a
+            # Deployment before it has pods), never below minReplicas. Missing data must
+            # never release pods.
             self._reserve = self._reserve if cfg.reserve_mode == "auto" else self._fixed_reserve()
-            return self._decision(current, current, self._reserve, "NoData",
-                                  f"no forecast and no live streams: holding {current} replicas",
+            held = cfg.clamp(max(current, signals.deployment_replicas or 0))
+            return self._decision(held, current, self._reserve, "NoData",
+                                  f"no forecast and no live streams: holding {held} replicas",
                                   forecast, f_need, live)
         if (raw > current and basis == "forecast" and forecast is not None
                 and forecast.upper <= current * cfg.streams_per_replica
