@@ -3,7 +3,9 @@ partials, packing, degradation decisions, pipeline plans. No server, no Triton."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from speechops.api import SpecError, parse_spec
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.framing import Framer
-from speechops_worker.gateway.packer import concat_parts, split_outputs
+from speechops_worker.gateway.packer import Packer, concat_parts, split_outputs
 from speechops_worker.gateway.pipeline import plan
 from speechops_worker.gateway.segmenter import Segmenter, VadParams
 from speechops_worker.gateway.server import GatewayConfig, decide_level
@@ -148,6 +150,37 @@ def test_parts_of_different_widths_are_padded_and_split_back():
     assert packed["AUDIO"][0].tolist() == [1, 1, 1, 0, 0]
     back = split_outputs({"OUT": np.array([10, 20, 30])}, [1, 2])
     assert [b["OUT"].tolist() for b in back] == [[10], [20, 30]]
+
+
+def test_the_overload_signal_is_queue_wait_not_answer_time():
+    """A slow model that keeps up (one request at a time) shows no wait; rows that arrive
+    together are packed into one call, and a row that arrives while the model is busy
+    waits in the packer: that wait is the signal."""
+    calls = []
+
+    def slow_model(model, inputs, outputs):
+        calls.append(len(inputs["X"]))
+        time.sleep(0.2)
+        return {"Y": inputs["X"] * 2}
+
+    async def scenario():
+        packer = Packer("asr", ("Y",), slow_model, window_s=0.0, max_in_flight=1)
+        try:
+            await packer.submit({"X": np.array([1])})
+            alone = packer.recent_wait(horizon_s=5.0)
+            together = [packer.submit({"X": np.array([i])}) for i in range(2, 5)]   # one call
+            await asyncio.sleep(0.05)
+            late = packer.submit({"X": np.array([5])})        # waits ~150 ms for that call
+            results = await asyncio.gather(*together, late)
+            return alone, max(w for _, w in packer.recent_waits), [r["Y"].tolist() for r in results]
+        finally:
+            packer.close()
+
+    alone, loaded, results = asyncio.run(scenario())
+    assert alone is not None and alone < 0.05
+    assert loaded is not None and loaded >= 0.1
+    assert results == [[4], [6], [8], [10]]
+    assert calls == [1, 3, 1]
 
 
 # ------------------------------------------------------------------ degradation
