@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from speechops.api import parse_spec
+from speechops.scaling.controller import status_changes
 from speechops.scaling.forecast import Forecast
 from speechops.scaling.policy import (DRAINING_COST, REMOVABLE_COST, LiveSignals, PodLoad, Policy, PolicyConfig,
                                       plan_replicas)
@@ -113,3 +114,19 @@ def test_deletion_costs_put_removable_pods_first_and_streaming_draining_pods_las
     plan = plan_replicas([pod("a", 5), pod("b", 0, draining=True), pod("c", 2, draining=True), pod("d", 1)], 2)
     assert plan.costs == {"a": 5, "b": REMOVABLE_COST, "c": DRAINING_COST + 2, "d": 1}
     assert plan.replicas == 3
+
+
+FORECAST = {"time": "2026-01-01T00:00:00Z", "expected": 60.0, "upper": 72.0, "desiredReplicas": 8}
+
+
+@pytest.mark.parametrize("current, wanted, changes", [
+    ({"desiredReplicas": 8, "activeStreams": 40}, {"desiredReplicas": 8, "activeStreams": 40}, {}),
+    ({"desiredReplicas": 8}, {"desiredReplicas": 9}, {"desiredReplicas": 9}),
+    ({}, {"activeStreams": None}, {}),
+    ({"forecast": FORECAST}, {"forecast": {**FORECAST, "time": "2026-01-01T00:00:15Z"}}, {}),
+    ({"forecast": FORECAST}, {"forecast": {**FORECAST, "upper": 80.0}}, {"forecast": {**FORECAST, "upper": 80.0}}),
+    ({}, {"forecast": FORECAST}, {"forecast": FORECAST}),
+], ids=["unchanged-writes-nothing", "changed-field", "unknown-stays-unset", "forecast-time-alone-is-not-new",
+        "forecast-band-moved", "first-forecast"])
+def test_a_tick_writes_only_the_status_that_changed(current, wanted, changes):
+    assert status_changes(current, wanted) == changes

@@ -65,6 +65,17 @@ class TickResult:
         return status
 
 
+
+def status_changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `wanted` that differ from the pipeline's `current` status, so a tick
+    that changes nothing writes nothing (a status write per pipeline every tick adds up on
+    a busy API server). A forecast whose only change is its time is not new."""
+    def same(key: str, old: Any, new: Any) -> bool:
+        if key == "forecast" and isinstance(old, Mapping) and isinstance(new, Mapping):
+            return {k: v for k, v in old.items() if k != "time"} == {k: v for k, v in new.items() if k != "time"}
+        return old == new
+    return {key: value for key, value in wanted.items() if not same(key, current.get(key), value)}
+
 def state_for(memo: dict, spec: PipelineSpec) -> ScalerState:
     """The pipeline's state, rebuilt when the scaling-relevant spec changes."""
     config = PolicyConfig.from_spec(spec)

@@ -81,10 +81,11 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
 
     metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision
-    patch.status.update(result.status_patch(conditions.now_rfc3339()))
-    patch.status["conditions"] = conditions.set_condition(
+    wanted = result.status_patch(conditions.now_rfc3339())
+    wanted["conditions"] = conditions.set_condition(
         status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
         result.condition_reason, result.condition_message, generation)
+    patch.status.update(controller.status_changes(status, wanted))
     if d.changed:
         kopf.event(body, type="Normal", reason=d.reason, message=d.message)
     if d.changed or not result.scaling_active:
