@@ -65,7 +65,6 @@ class TickResult:
         return status
 
 
-
 def status_changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of `wanted` that differ from the pipeline's `current` status, so a tick
     that changes nothing writes nothing (a status write per pipeline every tick adds up on
@@ -75,6 +74,7 @@ def status_changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dic
             return {k: v for k, v in old.items() if k != "time"} == {k: v for k, v in new.items() if k != "time"}
         return old == new
     return {key: value for key, value in wanted.items() if not same(key, current.get(key), value)}
+
 
 def state_for(memo: dict, spec: PipelineSpec) -> ScalerState:
     """The pipeline's state, rebuilt when the scaling-relevant spec changes."""

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from picows import WSCloseCode, WSMsgType
 
-from speechops.catalog import MODELS, SAMPLE_RATE, VAD_CHUNK
+from speechops.catalog import SAMPLE_RATE, VAD_CHUNK
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.framing import Framer
-from speechops_worker.gateway.packer import InferenceUnavailable
 from speechops_worker.gateway.pipeline import PipelinePlan, StagePlan
 from speechops_worker.gateway.segmenter import Segmenter
 from speechops_worker.gateway.transcript import AGREEMENT, extend_committed, final_text, tail_words, words
