@@ -1,4 +1,4 @@
-"""Policy decisions and drain planning, as tables."""
+"""Policy decisions, drain planning and the status a tick writes, as tables."""
 
 from dataclasses import replace
 

@@ -189,7 +189,7 @@ CFG = GatewayConfig(triton_url="-", pipelines={}, degrade_after_s=0.3, restore_b
                     restore_hold_s=2.0, step_hold_s=1.0)
 
 
-@pytest.mark.parametrize("level, latency, calm_since, last_step, now, expected_level", [
+@pytest.mark.parametrize("level, wait, calm_since, last_step, now, expected_level", [
     (0, 0.5, None, 0.0, 10.0, 1),
     (1, 0.5, None, 9.5, 10.0, 1),
     (1, 0.5, None, 8.0, 10.0, 2),
@@ -200,8 +200,8 @@ CFG = GatewayConfig(triton_url="-", pipelines={}, degrade_after_s=0.3, restore_b
     (1, 0.2, 5.0, 5.0, 10.0, 1),
 ], ids=["overload-steps-down", "one-step-per-hold", "still-overloaded-steps-again", "floor-is-level-2",
         "calm-long-enough-steps-up", "calm-too-short", "idle-counts-as-calm", "between-thresholds-holds"])
-def test_decide_level(level, latency, calm_since, last_step, now, expected_level):
-    assert decide_level(level, latency, calm_since, last_step, now, CFG)[0] == expected_level
+def test_decide_level(level, wait, calm_since, last_step, now, expected_level):
+    assert decide_level(level, wait, calm_since, last_step, now, CFG)[0] == expected_level
 
 
 # ------------------------------------------------------------------ pipeline plans

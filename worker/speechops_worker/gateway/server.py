@@ -58,22 +58,22 @@ class GatewayConfig:
     restore_below_s: float = 0.05                 # ... below this for restore_hold_s: step up
     restore_hold_s: float = 2.0
     step_hold_s: float = 1.0                      # at most one step down per this
-    load_horizon_s: float = 2.0                   # latencies of the last this many seconds count
+    load_horizon_s: float = 2.0                   # queue waits of the last this many seconds count
     drain_timeout_s: float | None = None          # None: the largest spec.streams.drainTimeout
     infer_timeout_s: float = 10.0
 
 
-def decide_level(level: int, latency: float | None, calm_since: float | None, last_step: float, now: float,
+def decide_level(level: int, wait: float | None, calm_since: float | None, last_step: float, now: float,
                  cfg: GatewayConfig) -> tuple[int, float | None, float]:
     """Degradation level from the longest recent queue wait of a stage (pure).
 
     Returns (level, calm_since, last_step). One step at a time, down fast (every
     step_hold_s while overloaded), up slowly (after restore_hold_s of calm)."""
-    if latency is not None and latency > cfg.degrade_after_s:
+    if wait is not None and wait > cfg.degrade_after_s:
         if level < MAX_LEVEL and now - last_step >= cfg.step_hold_s:
             return level + 1, None, now
         return level, None, last_step
-    if latency is None or latency < cfg.restore_below_s:
+    if wait is None or wait < cfg.restore_below_s:
         calm_since = now if calm_since is None else calm_since
         if level > 0 and now - calm_since >= cfg.restore_hold_s and now - last_step >= cfg.restore_hold_s:
             return level - 1, now, now
@@ -280,8 +280,8 @@ class Gateway:
         backpressure and admission instead."""
         while True:
             await asyncio.sleep(0.25)
-            latencies = [lat for model, p in self.packers.items()
-                         if MODEL_KINDS[model] != "vad" and (lat := p.recent_wait(self.config.load_horizon_s)) is not None]
+            waits = [wait for model, p in self.packers.items()
+                         if MODEL_KINDS[model] != "vad" and (wait := p.recent_wait(self.config.load_horizon_s)) is not None]
             for model, packer in self.packers.items():
                 self.metrics.model_backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             backlog = Tally()
@@ -290,12 +290,12 @@ class Gateway:
                     backlog[session.plan.name] += session.chunks_in - session.chunks_done
             for pipeline in self.plans:
                 self.metrics.backlog.labels(self.config.namespace, pipeline).set(backlog[pipeline])
-            latency = max(latencies) if latencies else None
+            wait = max(waits) if waits else None
             level, self._calm_since, self._last_step = decide_level(
-                self.level, latency, self._calm_since, self._last_step, time.monotonic(), self.config)
+                self.level, wait, self._calm_since, self._last_step, time.monotonic(), self.config)
             if level != self.level:
                 log.warning("degradation level %d -> %d (stage queue wait p90 %.0f ms)", self.level, level,
-                            (latency or 0) * 1000)
+                            (wait or 0) * 1000)
                 self.level = level
                 for session in list(self.sessions):
                     session.set_level(level)
