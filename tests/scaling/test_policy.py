@@ -102,12 +102,26 @@ def pod(name, streams, ready=True, draining=False):
     ([pod("a", 5), pod("b", 2, draining=True), pod("c", 9)], 2, 3, (), ()),       # still streaming: stays
     ([pod("a", 5), pod("n", None, ready=False), pod("c", 9)], 2, 2, (), ("n",)),  # never ready: goes first
     ([pod("a", None), pod("c", None)], 1, 2, (), ()),                              # silent pods: never cut
-    ([pod("a", 5), pod("b", 3, draining=True)], 3, 4, (), ()),                     # up while draining: on top
+    ([pod("a", 5), pod("b", 2, draining=True, ready=False)], 1, 2, (), ()),        # draining is unready: still kept
+    ([pod("a", 5), pod("b", None, draining=True, ready=False)], 1, 1, (), ("b",)), # gateway gone: nothing to keep
 ], ids=["steady", "up", "drain-emptiest", "remove-drained", "keep-draining", "not-ready-first",
-        "unknown-load-kept", "up-while-draining"])
+        "unknown-load-kept", "draining-unready-kept", "draining-gone-removed"])
 def test_plan_replicas(pods, target, replicas, drain, remove):
     plan = plan_replicas(pods, target)
     assert (plan.replicas, plan.drain, plan.remove) == (replicas, drain, remove)
+
+
+@pytest.mark.parametrize("pods, target, replicas, undrain", [
+    ([pod("a", 5), pod("b", 3, draining=True)], 2, 2, ("b",)),                     # back at once, no new pod
+    ([pod("a", 5), pod("b", 3, draining=True)], 3, 3, ("b",)),                     # back, and one new pod
+    ([pod("a", 5), pod("b", 1, draining=True), pod("c", 7, draining=True)], 2, 3, ("c",)),  # fullest first
+    ([pod("a", 5), pod("b", 0, draining=True)], 2, 2, ()),                         # empty: being removed, new pod
+    ([pod("a", 5), pod("b", 3, draining=True)], 1, 2, ()),                         # no need: keeps draining
+], ids=["revive", "revive-and-add", "fullest-first", "empty-not-revived", "no-need"])
+def test_scale_up_takes_draining_pods_back_first(pods, target, replicas, undrain):
+    plan = plan_replicas(pods, target)
+    assert (plan.replicas, plan.undrain, plan.drain) == (replicas, undrain, ())
+    assert all(plan.costs[name] < DRAINING_COST for name in undrain)
 
 
 def test_deletion_costs_put_removable_pods_first_and_streaming_draining_pods_last():

@@ -66,13 +66,13 @@ class Emulator:
 
 
 class Gateway:
-    """A gateway's admin endpoint: /metrics from a real registry, POST /drain recorded."""
+    """A gateway's admin endpoint: /metrics from a real registry, POST /drain and /undrain recorded."""
 
     def __init__(self, ip: str, port: int, pipeline: str, streams: float):
         self.registry = CollectorRegistry()
         self.gauge = Gauge(names.M_ACTIVE_STREAMS, "open streams", ["namespace", "pipeline"], registry=self.registry)
         self.gauge.labels(NS, pipeline).set(streams)
-        self.drained = False
+        self.posts: list[str] = []
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,8 +80,8 @@ class Gateway:
                 self._answer(generate_latest(gateway.registry))
 
             def do_POST(self):  # noqa: N802
-                gateway.drained = self.path == "/drain"
-                self._answer(b"draining\n")
+                gateway.posts.append(self.path)
+                self._answer(b"ok\n")
 
             def _answer(self, body):
                 self.send_response(200)
@@ -94,6 +94,10 @@ class Gateway:
 
         self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def drained(self) -> bool:
+        return self.posts[-1:] == ["/drain"]
 
     def close(self):
         self.server.shutdown()
@@ -217,10 +221,20 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
             cond = next(c for c in dictation["conditions"] if c["type"] == "ScalingActive")
             assert (cond["status"], cond["reason"]) == ("False", "PrometheusUnavailable")
             assert dictation["desiredReplicas"] == 2 and dictation["activeStreams"] == 20
+
+            # Demand comes back while the drained pod still holds streams: it is taken back
+            # into service (it serves at once; a new pod would take a start), not replaced.
+            for pod_name, streams in (("dictation-a", 4.0), ("dictation-b", 16.0), ("dictation-c", 16.0)):
+                gateways[pod_name].gauge.labels(NS, "dictation").set(streams)
+            wait_for(lambda: gateways["dictation-a"].posts[-1:] == ["/undrain"])
+            wait_for(lambda: cluster.get("apps/v1/deployments", "dictation-worker")["spec"]["replicas"] == 3)
+            wait_for(lambda: names.ANNOTATION_DRAINING not in cluster.get("v1/pods", "dictation-a")["metadata"]["annotations"])
+            assert int(cluster.get("v1/pods", "dictation-a")["metadata"]["annotations"][names.POD_DELETION_COST]) == 4
             # kopf posts Events with generateName, which KMock does not expand: the first lands.
             events = [dict(obj) for key, obj in cluster.k.objects.items() if "events" in str(key[0])]
         assert runner.exit_code == 0, runner.output
         assert "scaling 3→2" in runner.output or "ScaleDown" in runner.output
+        assert "pod dictation-a taken back into service" in runner.output
         assert any("scaling" in e.get("message", "") and e.get("reason", "").startswith("Scale") for e in events), events
     finally:
         for g in gateways.values():

@@ -362,7 +362,19 @@ async def test_admin_endpoints_report_metrics_readiness_and_drain(triton_server)
         assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
         assert (await asyncio.to_thread(get, "/drain", "POST"))[0] == 202
         assert (await asyncio.to_thread(get, "/readyz")) == (503, "draining\n")
+        refused = await raw_session(gw, START)
+        assert refused[0]["code"] == P.E_DRAINING
         assert (await asyncio.to_thread(get, "/drain"))[0] == 405
+        # The scaler takes a draining pod back when demand returns before it emptied.
+        assert (await asyncio.to_thread(get, "/undrain", "POST"))[0] == 200
+        assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
+        taken = await stream_audio(url_of(gw), utterance("Back again."), pipeline="vad", speed=4.0)
+        assert taken.closed_reason == "stop"
+        # A shutdown drain is final: the pod is going away.
+        shutdown = asyncio.create_task(gw.drain(timeout_s=0.1))
+        await asyncio.sleep(0.05)
+        assert (await asyncio.to_thread(get, "/undrain", "POST")) == (409, "shutting down: cannot undrain\n")
+        await shutdown
 
 
 # ---------------------------------------------------------------------------- Triton failure

@@ -1,7 +1,7 @@
 """kopf wiring for the scaler: one timer per SpeechPipeline, thin.
 
 Each tick: list the worker pods, read their live streams, run `controller.tick`, then
-write: drain requests and deletion costs first (so Kubernetes removes only empty pods),
+write: drain and undrain requests and deletion costs first (so Kubernetes removes only empty pods),
 the worker Deployment's replicas, the reserve Deployment's replicas, status and the
 ScalingActive condition, and one Event + log line when the replicas change.
 
@@ -68,6 +68,13 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
                                        _preload_content=False)
             logs.decision(logger, f"{namespace}/{name}", "PodDraining",
                           f"pod {pod_name} told to drain before scale-down", pod=pod_name)
+    for pod_name in plan.undrain:
+        if signals.request_undrain(by_name[pod_name]):
+            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: None}}},
+                                       _preload_content=False)
+            logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
+                          f"pod {pod_name} taken back into service before it emptied (serves now; a new pod "
+                          f"would take a start)", pod=pod_name)
     for pod_name, cost in plan.costs.items():
         current = ((by_name[pod_name]["metadata"].get("annotations") or {}).get(names.POD_DELETION_COST))
         if current != str(cost):

@@ -236,6 +236,7 @@ class DrainPlan:
     drain: tuple[str, ...]                 # pods to tell to drain now
     remove: tuple[str, ...]                # pods Kubernetes may delete now (lowest cost)
     costs: dict[str, int] = field(default_factory=dict)   # pod -> pod-deletion-cost
+    undrain: tuple[str, ...] = ()          # draining pods to take back into service
 
 
 REMOVABLE_COST = -1000        # empty and draining (or never ready): deleted first
@@ -243,33 +244,47 @@ DRAINING_COST = 1_000_000     # draining with streams: must not be picked before
 
 
 def plan_replicas(pods: Sequence[PodLoad], serving_target: int) -> DrainPlan:
-    """The Deployment's replicas, the pods to drain and the pods to remove so that
+    """The Deployment's replicas, the pods to drain, undrain and remove so that
     `serving_target` pods serve and no stream is cut.
 
-    Pods not yet ready hold no streams and go first; then the pods with the fewest streams
-    are told to drain. A pod is removed only once it is draining and empty (or never became
-    ready). The Deployment keeps every pod that still holds streams: replicas = pods - removable.
-    A pod whose gateway did not answer counts as full, so it is neither drained nor removed."""
+    Scale-up takes draining pods back first, those with the most streams first: they are
+    running already, so they serve at once instead of one pod start later, and they were
+    the slowest to empty. New pods cover the rest.
+
+    Scale-down: pods not yet ready hold no streams and go first; then the pods with the
+    fewest streams are told to drain. A draining pod is removed only once it is empty, or
+    when its gateway is gone (not ready and silent): its readiness turns false as soon as it
+    drains, so readiness alone says nothing about its streams. The Deployment keeps every
+    pod that still holds streams: replicas = pods - removable. A pod whose gateway did not
+    answer counts as full, so it is neither drained nor removed."""
     serving = [p for p in pods if not p.draining]
     draining = [p for p in pods if p.draining]
-    excess = max(len(serving) - serving_target, 0)
 
     def load(p: PodLoad) -> float:
         return math.inf if p.streams is None else p.streams
+
+    def gone(p: PodLoad) -> bool:
+        return p.streams == 0 or (p.streams is None and not p.ready)
+
+    revivable = sorted((p for p in draining if not gone(p)), key=lambda p: (-load(p), p.name))
+    undrain = [p.name for p in revivable[:max(serving_target - len(serving), 0)]]
+    serving_count = len(serving) + len(undrain)
+    excess = max(len(serving) - serving_target, 0)
 
     chosen = sorted(serving, key=lambda p: (p.ready, load(p), p.name))[:excess]
     chosen = [p for p in chosen if not p.ready or p.streams is not None]
     remove = [p.name for p in chosen if not p.ready]
     drain = [p.name for p in chosen if p.ready]
-    remove += [p.name for p in draining if p.streams == 0 or not p.ready]
+    remove += [p.name for p in draining if p.name not in undrain and gone(p)]
 
     costs: dict[str, int] = {}
     for p in pods:
         if p.name in remove:
             costs[p.name] = REMOVABLE_COST
-        elif p.draining or p.name in drain:
+        elif (p.draining and p.name not in undrain) or p.name in drain:
             costs[p.name] = DRAINING_COST + int(load(p) if p.streams is not None else 0)
         else:
             costs[p.name] = int(min(load(p), DRAINING_COST - 1))
-    missing = max(serving_target - len(serving), 0)
-    return DrainPlan(replicas=len(pods) - len(remove) + missing, drain=tuple(drain), remove=tuple(remove), costs=costs)
+    missing = max(serving_target - serving_count, 0)
+    return DrainPlan(replicas=len(pods) - len(remove) + missing, drain=tuple(drain), remove=tuple(remove),
+                     costs=costs, undrain=tuple(undrain))

@@ -156,6 +156,7 @@ class Gateway:
         self._admin: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._drain_task: asyncio.Task | None = None
+        self._shutting_down = False      # a drain for shutdown cannot be taken back
         self._stage_hist: dict[tuple[str, str], object] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -204,12 +205,28 @@ class Gateway:
         for packer in self.packers.values():
             packer.close()
 
-    async def drain(self, timeout_s: float | None = None) -> None:
+    async def drain(self, timeout_s: float | None = None, *, shutdown: bool = True) -> None:
         """Stop admitting; let open streams finish up to the drain timeout; then end the
-        rest gracefully (their audio so far is transcribed, then `closed` reason drain)."""
+        rest gracefully (their audio so far is transcribed, then `closed` reason drain).
+        The scaler's drain (`shutdown=False`, POST /drain) can be taken back by `undrain`."""
+        self._shutting_down = self._shutting_down or shutdown
         if self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._drain(timeout_s))
         await asyncio.shield(self._drain_task)
+
+    def undrain(self) -> bool:
+        """Admit streams again (the scaler needs this pod back before it emptied: it serves
+        at once, where a new pod takes a start). False once a shutdown drain has begun."""
+        if self._shutting_down:
+            return False
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            self._drain_task = None
+        if self.draining:
+            log.info("undrained: admitting streams again (%d open)", len(self.sessions))
+        self.draining = False
+        self.metrics.draining.labels(self.config.namespace).set(0)
+        return True
 
     async def _drain(self, timeout_s: float | None) -> None:
         self.draining = True
@@ -326,7 +343,7 @@ class Gateway:
     # ---------------------------------------------------------------- admin HTTP
 
     async def _admin_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """/metrics, /healthz, /readyz, POST /drain: a few lines of HTTP/1.1, no framework."""
+        """/metrics, /healthz, /readyz, POST /drain, POST /undrain: a few lines of HTTP/1.1, no framework."""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
@@ -344,11 +361,16 @@ class Gateway:
                 else:
                     status, body = 200, b"ready\n"
             elif method == "POST" and path == "/drain":
-                asyncio.get_running_loop().create_task(self.drain())
+                asyncio.get_running_loop().create_task(self.drain(shutdown=False))
                 status, body = 202, f"draining {len(self.sessions)} open streams\n".encode()
-            elif path in ("/metrics", "/healthz", "/readyz", "/drain"):
+            elif method == "POST" and path == "/undrain":
+                if self.undrain():
+                    status, body = 200, f"admitting streams ({len(self.sessions)} open)\n".encode()
+                else:
+                    status, body = 409, b"shutting down: cannot undrain\n"
+            elif path in ("/metrics", "/healthz", "/readyz", "/drain", "/undrain"):
                 status, body = 405, b"method not allowed\n"
-            reason = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed",
+            reason = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
                       503: "Service Unavailable"}[status]
             writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                          f"Connection: close\r\n\r\n".encode() + body)
