@@ -107,7 +107,7 @@ class Scaling:
     mode: str = "predictive"
     lead_time: float = 180.0          # seconds
     history: float = 14 * 86400.0     # seconds
-    scale_down_delay: float = 300.0   # seconds
+    scale_down_delay: float = 60.0    # seconds
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     # PromQL overrides; empty means the scaler's built-in query. `$pipeline` and
     # `$namespace` are substituted.
@@ -382,7 +382,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
         mode=r.choice(s, "mode", "spec.scaling", "predictive", SCALING_MODES),
         lead_time=r.duration(s, "leadTime", "spec.scaling", 180.0),
         history=r.duration(s, "history", "spec.scaling", 14 * 86400.0, minimum=3600.0),
-        scale_down_delay=r.duration(s, "scaleDownDelay", "spec.scaling", 300.0),
+        scale_down_delay=r.duration(s, "scaleDownDelay", "spec.scaling", Scaling.scale_down_delay),
         prometheus_url=r.string(s, "prometheusUrl", "spec.scaling", Scaling().prometheus_url),
         queries={str(k): str(v) for k, v in queries.items()},
     )

@@ -73,16 +73,30 @@ def test_fleet_drains_instead_of_cutting():
     assert cut == pytest.approx(64 * 4 / 10)
 
 
+def test_fleet_scale_up_takes_draining_pods_back_before_starting_new_ones():
+    arrivals = np.full(200, 4.0)
+    demand = concurrency(arrivals, 16)
+    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    fleet.set_target(100, 6, demand[100], drain=True)
+    fleet.set_target(104, 9, demand[104], drain=True)
+    assert (fleet.serving, fleet.n_draining(), fleet.n_starting()) == (9, 1, 0)   # ready at once
+    assert fleet.draining_streams(104) == pytest.approx(64 * 1 / 10 * 12 / 16)      # the one left drains on
+    fleet.set_target(105, 12, demand[105], drain=True)
+    assert (fleet.serving, fleet.n_draining(), fleet.n_starting()) == (10, 0, 2)  # then new pods
+
+
 @needs_traces
 def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
     png = tmp_path / "plot.png"
     rc = simulate.main([str(TRACES / "azure_llm_2023_conv_per_second.csv"), "--json", "--plot", str(png)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["results"]) == {"speechops", "holt-winters", "hpa", "oracle"}
+    assert set(report["results"]) == {"speechops", "holt-winters", "hpa", "oracle", "perfect-forecast"}
     ours, hpa, oracle = (report["results"][k] for k in ("speechops", "hpa", "oracle"))
     assert ours["streams_cut"] == 0 and report["results"]["holt-winters"]["streams_cut"] == 0
     assert hpa["streams_cut"] > 0                      # HPA removes pods without draining
+    assert report["results"]["perfect-forecast"]["streams_cut"] == 0
+    assert report["ratios"]["perfect_forecast_pod_hours_vs_oracle"] >= 1.0   # the policy alone never beats foresight
     assert ours["unserved_stream_minutes"] <= hpa["unserved_stream_minutes"]
     assert oracle["pod_hours"] <= min(ours["pod_hours"], hpa["pod_hours"]) and oracle["unserved_stream_minutes"] == 0
     pad = 16   # one stream duration of warm start before the first row
@@ -95,6 +109,7 @@ def test_table_prints_the_targets(capsys):
     assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "x HPA" in out and "x oracle" in out and "hpa" in out and "oracle" in out
+    assert "with a perfect forecast the policy pays" in out
 
 
 def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):

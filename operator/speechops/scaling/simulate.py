@@ -14,10 +14,13 @@ and scores past a warm-up:
 Baselines in the same run: the Kubernetes HPA algorithm (removes pods without draining),
 a Predictive-HPA-style Holt-Winters forecaster with a 2-sigma band (drain-aware, through
 the same Policy), and the oracle (perfect foresight, each pod started one delay early).
+One yardstick: the same Policy fed the true future demand ("perfect-forecast"), which
+splits speechops' gap to the oracle into what the policy costs and what forecast error costs.
 
 The fleet is modelled in aggregate (counts, not pod objects) so 87 days of 15 s ticks run
 in seconds per policy: load is spread evenly, so a pod told to drain holds its share of the
-streams of every age and empties when the youngest of them ends.
+streams of every age and empties when the youngest of them ends; scale-up takes draining
+pods back before it starts new ones, as the operator does.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speechops.api import parse_duration
-from speechops.scaling.forecast import HoltWintersForecaster, SeasonalForecaster
+from speechops.api import Scaling, parse_duration
+from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
 
 TICK = 15.0
@@ -68,8 +71,8 @@ class Options:
     scale: float = 1.0
     gap: str = "zero"
     warmup: float = 0.3
-    lead: float = 180.0
-    scale_down_delay: float = 300.0
+    lead: float = Scaling.lead_time                  # the operator's defaults
+    scale_down_delay: float = Scaling.scale_down_delay
     headroom_sigmas: float = 2.0
     tick: float = TICK
 
@@ -228,7 +231,18 @@ class Fleet:
         """Start or remove pods to reach `target` serving+starting pods. Returns streams cut."""
         current = self.serving + self.n_starting()
         if target > current:
-            self.starting.append([t + self.delay_ticks, target - current])
+            # Draining pods come back first (they serve at once, a new pod one start later),
+            # the latest drained first: they hold the most streams, so they would empty last.
+            revive = min(target - current, self.n_draining())
+            self.serving += revive
+            while revive:
+                start, count, share, empty_at = self.draining.pop()
+                take = min(revive, count)
+                revive -= take
+                if count > take:
+                    self.draining.append((start, count - take, share * (count - take) / count, empty_at))
+            if target > self.serving + self.n_starting():
+                self.starting.append([t + self.delay_ticks, target - self.serving - self.n_starting()])
             return 0.0
         remove = current - target
         # Pods still starting hold no streams: cancel the newest first.
@@ -266,6 +280,25 @@ FORECASTER_OPTIONS: dict = {}   # overrides for tuning experiments
 POLICY_OPTIONS: dict = {}
 
 
+class Foresight:
+    """The true demand one lead time ahead, with no band: the speechops policy with no
+    forecast error. Its gap to the oracle is what the policy itself costs (whole pods, the
+    scale-down delay, drains that never cut a stream); the rest of speechops' gap is the
+    forecast's. A yardstick for the backtest, never used live."""
+
+    def __init__(self, times: np.ndarray, demand: np.ndarray, lead: float):
+        self.times, self.demand, self.lead = times, demand, lead
+
+    def observe(self, t: float, value: float) -> None:
+        pass
+
+    def predict(self, now: float) -> Forecast:
+        i = min(int(np.searchsorted(self.times, now + self.lead)), len(self.demand) - 1)
+        value = float(self.demand[i])
+        return Forecast(at=now + self.lead, horizon=self.lead, expected=value, upper=value, lower=value,
+                        model="perfect", sigma=0.0, history=0.0)
+
+
 def make_forecaster(kind: str, cfg: PolicyConfig):
     if kind == "speechops":
         return SeasonalForecaster(lead=cfg.lead_time, band_sigmas=cfg.headroom_sigmas, **FORECASTER_OPTIONS)
@@ -288,7 +321,7 @@ def run_forecast_policy(name: str, kind: str, times: np.ndarray, arrivals: np.nd
                         opts: Options, score_from: int, progress: bool = False) -> Result:
     cfg = policy_config(opts, max_replicas=10**7)
     policy = Policy(cfg)
-    forecaster = make_forecaster(kind, cfg)
+    forecaster = Foresight(times, demand, cfg.lead_time) if kind == "perfect" else make_forecaster(kind, cfg)
     fleet = Fleet(arrivals, opts, initial=max(cfg.need(demand[0]), 1))
     n = len(demand)
     res = Result(policy=name, capacity=np.zeros(n), forecast=np.zeros(n), upper=np.zeros(n))
@@ -385,7 +418,7 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
 
 # -- one backtest ----------------------------------------------------------------------------
 
-POLICIES = ("speechops", "holt-winters", "hpa", "oracle")
+POLICIES = ("speechops", "holt-winters", "hpa", "oracle", "perfect-forecast")
 
 
 def prepare(trace: Trace, opts: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -414,12 +447,16 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
                                             score_from, progress),
         "hpa": run_hpa(times, arrivals, demand, opts, score_from, progress),
         "oracle": run_oracle(demand, opts, score_from),
+        "perfect-forecast": run_forecast_policy("perfect-forecast", "perfect", times, arrivals, demand, opts,
+                                                score_from, progress),
     }
     ours, hpa, oracle = results["speechops"], results["hpa"], results["oracle"]
     ratios = {
         "unserved_vs_hpa": _ratio(ours.unserved_stream_minutes, hpa.unserved_stream_minutes),
         "pod_hours_vs_hpa": _ratio(ours.pod_hours, hpa.pod_hours),
         "pod_hours_vs_oracle": _ratio(ours.pod_hours, oracle.pod_hours),
+        # What the policy costs with no forecast error: the floor for speechops' pod-hours.
+        "perfect_forecast_pod_hours_vs_oracle": _ratio(results["perfect-forecast"].pod_hours, oracle.pod_hours),
     }
     ratios = {k: float(v) for k, v in ratios.items()}
     checks = {   # plain bools: numpy's do not serialise to JSON
@@ -450,10 +487,10 @@ def format_table(report: dict) -> str:
     r, q, ok = report["results"], report["ratios"], report["targets_met"]
     lines = [f"{report['trace']}: {report['scored_ticks']} scored ticks of {report['ticks']}, "
              f"demand mean {report['mean_demand_streams']:.0f} peak {report['peak_demand_streams']:.0f} streams",
-             f"  {'policy':<13} {'unserved st-min':>16} {'pod-hours':>12} {'cut':>8} {'events':>7}"]
+             f"  {'policy':<16} {'unserved st-min':>16} {'pod-hours':>12} {'cut':>8} {'events':>7}"]
     for name in POLICIES:
         s = r[name]
-        lines.append(f"  {name:<13} {s['unserved_stream_minutes']:>16.1f} {s['pod_hours']:>12.1f} "
+        lines.append(f"  {name:<16} {s['unserved_stream_minutes']:>16.1f} {s['pod_hours']:>12.1f} "
                      f"{s['streams_cut']:>8.0f} {s['scale_events']:>7d}")
 
     def fmt(key: str, target: float, op: str) -> str:
@@ -463,6 +500,9 @@ def format_table(report: dict) -> str:
                  f"pod-hours {fmt('pod_hours_vs_hpa', TARGET_PODHOURS_VS_HPA, '<=')} x HPA, "
                  f"{fmt('pod_hours_vs_oracle', TARGET_PODHOURS_VS_ORACLE, '<=')} x oracle, "
                  f"cut {r['speechops']['streams_cut']:.0f} ({'ok' if ok['zero_cut'] else 'MISSED'})")
+    perfect = q["perfect_forecast_pod_hours_vs_oracle"]
+    lines.append(f"  with a perfect forecast the policy pays {'inf' if perfect is None else f'{perfect:.3f}'} x the "
+                 f"oracle's pod-hours (whole pods, scale-down delay, drains): the rest of the gap is forecast error")
     return "\n".join(lines)
 
 
@@ -475,8 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-delay", default="120s", help="pod creation to ready (default 120s)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply arrivals (default 1.0)")
     ap.add_argument("--gap", choices=("zero", "hold"), default="zero", help="missing rows: zero or repeat last")
-    ap.add_argument("--lead", default="180s", help="forecast lead time (default 180s)")
-    ap.add_argument("--scale-down-delay", default="300s", help="scale-down stabilisation (default 300s)")
+    ap.add_argument("--lead", default=f"{Scaling.lead_time:g}s",
+                    help=f"forecast lead time (default {Scaling.lead_time:g}s)")
+    ap.add_argument("--scale-down-delay", default=f"{Scaling.scale_down_delay:g}s",
+                    help=f"how long demand stays low before pods drain (default {Scaling.scale_down_delay:g}s)")
     ap.add_argument("--warmup", type=float, default=0.3, help="share of the trace not scored (default 0.3)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--plot", metavar="PNG", help="write a PNG of demand, capacity, forecast and band")
