@@ -75,6 +75,10 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
             logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
                           f"pod {pod_name} taken back into service before it emptied (serves now; a new pod "
                           f"would take a start)", pod=pod_name)
+        else:
+            logs.decision(logger, f"{namespace}/{name}", "PodUndrainFailed",
+                          f"pod {pod_name} did not answer POST /undrain: it keeps draining, retried next tick",
+                          level=logging.WARNING, pod=pod_name)
     for pod_name, cost in plan.costs.items():
         current = ((by_name[pod_name]["metadata"].get("annotations") or {}).get(names.POD_DELETION_COST))
         if current != str(cost):
