@@ -218,6 +218,19 @@ async def test_drain_finishes_open_streams_and_refuses_new_ones(triton_server):
     assert talk_result.audio_s > talk_result.events[-1]["audio_s"]      # it was cut before its end
 
 
+async def test_a_scale_down_drain_lets_streams_run_past_the_drain_timeout(triton_server):
+    # The operator removes a draining pod only once it is empty: its drain has no deadline.
+    audio = np.concatenate([utterance("This call goes on well past the drain timeout."), speech.silence(2.0)])
+    async with running_gateway(triton_server.grpc_url, drain_timeout_s=0.5) as gw:
+        talk = asyncio.create_task(stream_audio(url_of(gw), audio, pipeline="vad", speed=1.0))
+        await asyncio.sleep(0.5)
+        drain = asyncio.create_task(gw.drain(shutdown=False))
+        result = await talk
+        await asyncio.wait_for(drain, 5.0)     # done once the last stream ended
+    assert result.closed_reason == "stop"
+    assert result.audio_s == pytest.approx(len(audio) / 16000, abs=0.05)
+
+
 # ---------------------------------------------------------------------------- bad input
 
 def pcm_bytes(seconds: float) -> bytes:

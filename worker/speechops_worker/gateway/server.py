@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import socket
@@ -206,12 +207,21 @@ class Gateway:
             packer.close()
 
     async def drain(self, timeout_s: float | None = None, *, shutdown: bool = True) -> None:
-        """Stop admitting; let open streams finish up to the drain timeout; then end the
-        rest gracefully (their audio so far is transcribed, then `closed` reason drain).
-        The scaler's drain (`shutdown=False`, POST /drain) can be taken back by `undrain`."""
-        self._shutting_down = self._shutting_down or shutdown
+        """Stop admitting and let open streams finish.
+
+        Shutdown (SIGTERM): up to the drain timeout, then the rest end gracefully (their
+        audio so far is transcribed, then `closed` reason drain), inside the pod's grace period.
+        The scaler's drain (`shutdown=False`, POST /drain): no deadline, because the
+        operator removes the pod only once it is empty, so no stream is cut; `undrain`
+        takes it back. A shutdown during the scaler's drain puts the deadline back."""
+        if shutdown and not self._shutting_down:
+            self._shutting_down = True
+            if self._drain_task is not None and not self._drain_task.done():
+                self._drain_task.cancel()
+                self._drain_task = None
         if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain(timeout_s))
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self._drain(timeout_s if shutdown else math.inf))
         await asyncio.shield(self._drain_task)
 
     def undrain(self) -> bool:
@@ -234,7 +244,10 @@ class Gateway:
         timeout = timeout_s if timeout_s is not None else self.config.drain_timeout_s
         if timeout is None:
             timeout = max(p.spec.streams.drain_timeout for p in self.plans.values())
-        log.info("draining: %d open streams, up to %.0fs", len(self.sessions), timeout)
+        if math.isfinite(timeout):
+            log.info("draining: %d open streams, up to %.0fs", len(self.sessions), timeout)
+        else:
+            log.info("draining for scale-down: %d open streams, until they end", len(self.sessions))
         deadline = time.monotonic() + timeout
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
