@@ -112,3 +112,20 @@ def test_holt_winters_baseline_forecasts_a_level():
     fc = f.predict(t[-1])
     assert fc.expected == pytest.approx(120.0, rel=0.02)
     assert fc.upper >= fc.expected and math.isfinite(fc.upper)
+
+
+def test_noisy_counts_are_forecast_by_their_recent_mean_not_the_last_value():
+    # 50 to 150 streams at random every 15 s for three hours: the last value says nothing
+    # about the next one, the recent mean does.
+    rng = np.random.default_rng(7)
+    t = T0 + np.arange(0, 3 * 3600, 15.0)
+    values = rng.uniform(50.0, 150.0, size=len(t))
+    f = fed(t, values)
+    weights = f._weights()
+    assert weights[3] == max(weights)   # level and seasonal are one predictor without a day of history
+    fc = f.predict(float(t[-1]))
+    assert "mean" in fc.model and 85 < fc.expected < 115
+    # The same series with the mean left out (it then equals the last value): a wider band.
+    chasing = fed(t, values, mean_tau=1.0).predict(float(t[-1]))
+    assert fc.upper - fc.expected < chasing.upper - chasing.expected
+

@@ -5,14 +5,18 @@ A forecaster is fed observations in time order (`observe`) and asked for the dem
 history once, then each new point) and the backtest (fed every 15 s tick), so both judge
 the same code.
 
-`SeasonalForecaster` blends three predictors and weights them by how well each did at the
-lead time lately, so one tuning fits traces where the last value wins (bursty, no cycle)
-and traces where the daily or weekly cycle wins:
+`SeasonalForecaster` blends four predictors and weights them by how well each did at the
+lead time lately, so one tuning fits traces where the last value wins (steps, no cycle),
+traces where the daily or weekly cycle wins, and traces where the last value is mostly
+noise:
 
 - level: the recent value (the last value beats seasonal-naive at minutes ahead);
 - trend: level plus a damped short-term slope (ramps that started already);
 - seasonal: level times the weekly (or, with less than a week of history, daily) profile's
-  change between now and now + horizon, so the recent level corrects the profile.
+  change between now and now + horizon, so the recent level corrects the profile;
+- mean: the average of the last quarter hour or so. Where demand comes in bursts or small
+  noisy counts, the level chases each burst and the band has to cover that chase; the
+  mean does not.
 
 The band comes from the blend's errors at exactly the lead time (not one-step residuals,
 which understate the error three minutes out), relative to the level and weighted to the
@@ -117,12 +121,13 @@ class SeasonalForecaster:
                  trend_tau: float = 15.0, level_tau: float = 1.0, trend_damping: float = 1.0, error_tau: float = 900.0,
                  weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "quantile",
                  error_window: float = 3600.0, upper_takes_trend: bool = True, weight_power: float = 1.0,
-                 trend_gate: float = 0.3):
+                 trend_gate: float = 0.3, mean_tau: float = 900.0):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.trend_tau = trend_tau
         self.trend_damping = trend_damping
         self.level_tau = level_tau
+        self.mean_tau = mean_tau
         self.error_tau = error_tau
         self.weight_tau = weight_tau
         self.max_gap = max_gap
@@ -139,10 +144,11 @@ class SeasonalForecaster:
         self.t: float | None = None
         self.level = 0.0
         self.slope = 0.0              # streams per second
+        self.mean = 0.0
         self.observations = 0
-        # Predictions waiting for their target time: (target_t, [level, trend, seasonal], blend).
-        self._pending: deque[tuple[float, tuple[float, float, float], float]] = deque()
-        self._mse = [1e-4, 1e-4, 1e-4]   # relative squared error per predictor at the lead
+        # Predictions waiting for their target time: (target_t, (level, trend, seasonal, mean), blend).
+        self._pending: deque[tuple[float, tuple[float, ...], float]] = deque()
+        self._mse = [1e-4] * 4            # relative squared error per predictor at the lead
         self._err_up = 0.0               # mean squared under-forecast of the blend, relative
         self._err_weight = 0.0
         self._seasonal_name = ""
@@ -158,12 +164,13 @@ class SeasonalForecaster:
         self._score(t, value)
         if self.t is None or t - self.t > self.max_gap:
             # First point or after a long gap: the old level and slope say nothing now.
-            self.level, self.slope = value, 0.0
+            self.level, self.slope, self.mean = value, 0.0, value
         else:
             dt = t - self.t
             prev = self.level
             self.level += _alpha(dt, self.level_tau) * (value - self.level)
             self.slope += _alpha(dt, self.trend_tau) * ((self.level - prev) / dt - self.slope)
+            self.mean += _alpha(dt, self.mean_tau) * (value - self.mean)
         self.t = t
         self.observations += 1
         self.profile.add(t, value)
@@ -174,7 +181,7 @@ class SeasonalForecaster:
             self.observe(float(t), float(v))
 
     # -- predicting ------------------------------------------------------------------
-    def _candidates(self, t: float, horizon: float) -> tuple[float, float, float]:
+    def _candidates(self, t: float, horizon: float) -> tuple[float, float, float, float]:
         level = self.level
         # Damped trend: a ramp seen over the last minute or two rarely lasts the full lead.
         trend = max(level + self.trend_damping * self.slope * horizon, 0.0)
@@ -187,14 +194,14 @@ class SeasonalForecaster:
                 ratio = min(max(then_s[0] / now_s[0], 0.5), 2.0)
                 seasonal = level * ratio
                 self._seasonal_name = now_s[1]
-        return level, trend, seasonal
+        return level, trend, seasonal, self.mean
 
     def _weights(self) -> list[float]:
         inv = [(1.0 / (m + 1e-6)) ** self.weight_power for m in self._mse]
         total = sum(inv)
         return [w / total for w in inv]
 
-    def _blend(self, cands: tuple[float, float, float]) -> float:
+    def _blend(self, cands: tuple[float, ...]) -> float:
         return sum(w * c for w, c in zip(self._weights(), cands))
 
     def _remember(self, t: float) -> None:
@@ -248,12 +255,14 @@ class SeasonalForecaster:
         spread = self.band_fraction() * scale * max(expected, 1.0)
         # A ramp that has started is the one error the blend makes every time (it weighs
         # the trend by its noisy record): the upper bound follows the trend when it is higher.
-        # Only where the trend has earned a share of the blend: on noisy series (small
-        # counts) it mostly extrapolates noise, and the scale-down window keeps its peaks.
+        # Only where the trend has earned a share of the predictors that follow the level:
+        # on noisy series (small counts) it mostly extrapolates noise. The mean's weight does
+        # not count against it: a series can be noisy on average and still spike (worldcup's
+        # matches), and the mean, which lags by design, is then what the upper must not follow.
         w = self._weights()
-        trusted = self.upper_takes_trend and w[1] >= self.trend_gate
+        trusted = self.upper_takes_trend and w[1] >= self.trend_gate * (1.0 - w[3])
         top = max(expected, cands[1]) if trusted else expected
-        labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "")
+        labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "", "mean")
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
                         lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
