@@ -163,7 +163,7 @@ class SeasonalForecaster:
             return   # out of order or duplicate: the first value wins
         self._score(t, value)
         if self.t is None or t - self.t > self.max_gap:
-            # First point or after a long gap: the old level and slope say nothing now.
+            # First point or after a long gap: the old level, slope and mean say nothing now.
             self.level, self.slope, self.mean = value, 0.0, value
         else:
             dt = t - self.t
