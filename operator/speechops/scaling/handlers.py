@@ -64,14 +64,12 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     plan = result.plan
     for pod_name in plan.drain:
         if signals.request_drain(by_name[pod_name]):
-            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true"}}},
-                                       _preload_content=False)
+            _mark_draining(core, namespace, pod_name, True)
             logs.decision(logger, f"{namespace}/{name}", "PodDraining",
                           f"pod {pod_name} told to drain before scale-down", pod=pod_name)
     for pod_name in plan.undrain:
         if signals.request_undrain(by_name[pod_name]):
-            core.patch_namespaced_pod(pod_name, namespace, {"metadata": {"annotations": {names.ANNOTATION_DRAINING: None}}},
-                                       _preload_content=False)
+            _mark_draining(core, namespace, pod_name, False)
             logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
                           f"pod {pod_name} taken back into service before it emptied (serves now; a new pod "
                           f"would take a start)", pod=pod_name)
@@ -104,6 +102,13 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
                       deployment_replicas=plan.replicas, reserve=d.reserve,
                       live_streams=result.live_streams, scaling_active=result.scaling_active,
                       condition=result.condition_reason)
+
+
+def _mark_draining(core: kubernetes.client.CoreV1Api, namespace: str, pod_name: str, draining: bool) -> None:
+    """The pod's draining annotation, which the next tick reads back (None removes it)."""
+    core.patch_namespaced_pod(pod_name, namespace,
+                              {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true" if draining else None}}},
+                              _preload_content=False)
 
 
 def read_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str) -> int | None:

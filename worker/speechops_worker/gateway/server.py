@@ -311,7 +311,7 @@ class Gateway:
         while True:
             await asyncio.sleep(0.25)
             waits = [wait for model, p in self.packers.items()
-                         if MODEL_KINDS[model] != "vad" and (wait := p.recent_wait(self.config.load_horizon_s)) is not None]
+                     if MODEL_KINDS[model] != "vad" and (wait := p.recent_wait(self.config.load_horizon_s)) is not None]
             for model, packer in self.packers.items():
                 self.metrics.model_backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             backlog = Tally()
