@@ -94,3 +94,16 @@ def test_a_long_prompt_still_leaves_room_for_the_text(asr):
     texts = [asr.transcribe(audio[None], np.array([len(audio)]), [prompt])[0].text
              for prompt in ("", " ".join(speech.SENTENCES[4:] * 4))]  # far past prompt_tokens
     assert speech.wer([speech.SENTENCES[3]] * 2, texts) <= 0.1, texts
+
+
+def test_a_rows_words_do_not_depend_on_the_rows_packed_with_it(asr):
+    # A short sentence decoded alone, then packed with a much longer one and with a
+    # different prompt beside it: the same audio must give the same words.
+    # Padded to the longest row of its call, this sentence lost words ("stellar", "flamestore").
+    short = speech.to_float(speech.synthesize(speech.SENTENCES[1]))
+    long = speech.to_float(speech.synthesize(" ".join(speech.SENTENCES[2:5])))
+    alone = asr.transcribe(short[None], np.array([len(short)]), [""])[0].text
+    batch = np.zeros((2, len(long)), dtype=np.float32)
+    batch[0, :len(long)], batch[1, :len(short)] = long, short
+    packed = asr.transcribe(batch, np.array([len(long), len(short)]), ["Stella", ""])
+    assert packed[1].text == alone and alone

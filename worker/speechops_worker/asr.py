@@ -205,7 +205,8 @@ class WhisperAsr:
         return ids
 
     def transcribe(self, audio: np.ndarray, lengths: np.ndarray, prompts: list[str]) -> list[Transcript]:
-        """Text per row, all decodable rows in one generate call."""
+        """Text per row. Decodable rows share generate calls, grouped so that no row's
+        result depends on the rows it was packed with."""
         audio = np.asarray(audio, dtype=np.float32)
         lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
         validate(audio, lengths, prompts)
@@ -216,21 +217,8 @@ class WhisperAsr:
         if not rows:
             return results
         import ctranslate2
-        # Each row gets its real audio plus the same silent tail; the batch is then cut
-        # to its longest row (more trailing silence for the shorter ones).
-        tail = int(self.options.tail_silence_s * SAMPLE_RATE)
-        longest = int(lengths[rows].max()) + tail
-        padded = np.zeros((len(rows), longest), dtype=np.float32)
-        for j, i in enumerate(rows):
-            padded[j, :lengths[i]] = audio[i, :lengths[i]]
-        features = log_mel(padded)
-        if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
-            features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
         opts = self.options
         prompt_ids = [self.prompt_ids(prompts[i]) for i in rows]
-        # CTranslate2's max_length counts the prompt; budget the text by audio duration.
-        text_budget = min(opts.max_new_tokens,
-                          10 + int(np.ceil(opts.tokens_per_second * lengths[rows].max() / SAMPLE_RATE)))
         # CTranslate2 wants <|startoftranscript|> at the same position in every row of a
         # generate call, so rows are decoded in groups of equal prompt length (streams
         # carry different previous text). The previous text is cut to a power of two of
@@ -238,14 +226,29 @@ class WhisperAsr:
         prompt_ids = [ids if ids[0] != self._previous else
                       [self._previous, *ids[1:-2][-(1 << ((len(ids) - 3).bit_length() - 1)):], *ids[-2:]]
                       for ids in prompt_ids]
-        groups: dict[int, list[int]] = {}
+        # Each row gets its real audio plus the silent tail, rounded up to whole seconds;
+        # rows are grouped by that length too. The silence a row is decoded with then
+        # depends on the row alone, not on the longest row it was packed with: the same
+        # utterance gives the same words whatever other streams share its call.
+        tail = int(opts.tail_silence_s * SAMPLE_RATE)
+        padded_len = [-(-(int(lengths[i]) + tail) // SAMPLE_RATE) * SAMPLE_RATE for i in rows]
+        groups: dict[tuple[int, int], list[int]] = {}
         for j, ids in enumerate(prompt_ids):
-            groups.setdefault(len(ids), []).append(j)
+            groups.setdefault((len(ids), padded_len[j]), []).append(j)
         outputs: list = [None] * len(rows)
-        for prompt_len, members in groups.items():
+        for (prompt_len, samples), members in groups.items():
+            padded = np.zeros((len(members), samples), dtype=np.float32)
+            for k, j in enumerate(members):
+                padded[k, :lengths[rows[j]]] = audio[rows[j], :lengths[rows[j]]]
+            features = log_mel(padded)
+            if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
+                features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
+            # CTranslate2's max_length counts the prompt; budget the text by audio duration.
+            text_budget = min(opts.max_new_tokens,
+                              10 + int(np.ceil(opts.tokens_per_second * (samples - tail) / SAMPLE_RATE)))
             max_length = min(MAX_DECODER_TOKENS, prompt_len + text_budget)
             group_out = self.model.generate(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(features[members])),
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
                 [prompt_ids[j] for j in members],
                 beam_size=opts.beam_size, max_length=max_length, return_scores=True,
                 return_no_speech_prob=True, suppress_blank=True,
