@@ -1,5 +1,6 @@
 """Triton Python backend: Whisper tiny.en (CTranslate2) over packed rows of many streams,
-all decoded in one generate call (speechops_worker.asr). One instance serves all streams;
+decoded together in a few generate calls (speechops_worker.asr groups rows by prompt
+length and padded audio length). One instance serves all streams;
 a stream's only state is what the gateway sends: its utterance so far and a prompt.
 """
 
