@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from speechops.scaling.forecast import (DAY, HoltWintersForecaster, SeasonalForecaster, clean_history,
+from speechops.scaling.forecast import (DAY, HoltWintersForecaster, SeasonalForecaster, _quantile, clean_history,
                                         from_counter)
 
 T0 = 1_700_006_400.0   # a Monday 00:00 UTC
@@ -129,3 +129,20 @@ def test_noisy_counts_are_forecast_by_their_recent_mean_not_the_last_value():
     chasing = fed(t, values, mean_tau=1.0).predict(float(t[-1]))
     assert fc.upper - fc.expected < chasing.upper - chasing.expected
 
+
+
+@pytest.mark.parametrize("n", [20, 21, 240, 241])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.8413, 0.9772, 1.0])
+def test_band_quantile_is_numpys_linear_quantile(n, q):
+    errors = np.random.default_rng(n).standard_t(3, size=n)
+    assert _quantile(errors, q) == float(np.quantile(errors, q))
+
+
+def test_profile_lookups_follow_each_new_minute():
+    # The profile caches lookups per minute; a committed minute must show in the next one.
+    f = fed(T0 + np.arange(0, 2 * DAY, 60.0), np.full(2 * 1440, 100.0))
+    before = f.profile.value(T0 + 2 * DAY)
+    f.observe_many(T0 + 2 * DAY + np.arange(0, 600, 60.0), np.full(10, 400.0))
+    f.observe(T0 + 2 * DAY + 600, 400.0)    # commits the tenth minute
+    assert before[0] == pytest.approx(100.0)
+    assert f.profile.value(T0 + 2 * DAY)[0] > before[0]

@@ -74,6 +74,9 @@ class SeasonalProfile:
         self._count = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
+        # value() per (minute, width, table): the tables change only once a minute, and the
+        # forecaster asks for the same minutes on every tick.
+        self._cache: dict[tuple[int, int, bool, bool], tuple[float, str] | None] = {}
 
     def add(self, t: float, value: float) -> None:
         minute = int(t // BIN)
@@ -95,6 +98,7 @@ class SeasonalProfile:
             table[index] += w * (mean - table[index])
             counts[index] += 1
         self._sum, self._count = 0.0, 0
+        self._cache.clear()
 
     def span(self) -> float:
         return 0.0 if self.first_t is None else self.last_t - self.first_t
@@ -103,9 +107,18 @@ class SeasonalProfile:
         """Profile value around `t` (mean over +-width minutes), from the weekly table when
         a week of history covers it, else the daily one; None without a day of history."""
         minute = int(t // BIN)
+        span = self.span()
+        key = (minute, width, span >= WEEK, span >= DAY)
+        if key not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = self._value(minute, width, span)
+        return self._cache[key]
+
+    def _value(self, minute: int, width: int, span: float) -> tuple[float, str] | None:
         for table, counts, bins, name, needed in ((self.week, self.week_n, WEEK_BINS, "weekly", WEEK),
                                                   (self.day, self.day_n, DAY_BINS, "daily", DAY)):
-            if self.span() < needed:
+            if span < needed:
                 continue
             idx = np.arange(minute - width, minute + width + 1) % bins
             seen = counts[idx] > 0
@@ -136,8 +149,9 @@ class SeasonalForecaster:
         self.weight_power = weight_power
         self.trend_gate = trend_gate
         self.error_window = error_window
-        # Signed relative errors of the blend at the lead time: (time, (actual - forecast) / scale).
-        self._errors: deque[tuple[float, float]] = deque()
+        # Signed relative errors of the blend at the lead time, (actual - forecast) / scale, and when.
+        self._error_times: deque[float] = deque()
+        self._errors: deque[float] = deque()
         # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
         self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
         self.profile = SeasonalProfile()
@@ -220,7 +234,8 @@ class SeasonalForecaster:
             for i, c in enumerate(cands):
                 self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
             under = max(value - blend, 0.0) / scale
-            self._errors.append((t, (value - blend) / scale))
+            self._error_times.append(t)
+            self._errors.append((value - blend) / scale)
             b = _alpha(self.lead / 12, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
@@ -231,11 +246,12 @@ class SeasonalForecaster:
         `quantile`: the tier's quantile of the last hour's signed errors at the lead time,
         so bias and skew count and one old spike does not inflate the band for hours (a
         normal error at `headroom_sigmas` sigma). `rms`: headroom_sigmas x one-sided RMS."""
-        while self._errors and self._errors[0][0] < (self.t or 0.0) - self.error_window:
+        while self._error_times and self._error_times[0] < (self.t or 0.0) - self.error_window:
+            self._error_times.popleft()
             self._errors.popleft()
         if self.band == "quantile" and len(self._errors) >= 20:
-            errs = np.fromiter((e for _, e in self._errors), dtype=float, count=len(self._errors))
-            return max(float(np.quantile(errs, self.quantile)), 0.0)
+            errs = np.fromiter(self._errors, dtype=float, count=len(self._errors))
+            return max(_quantile(errs, self.quantile), 0.0)
         return self.band_sigmas * self.sigma()
 
     def sigma(self) -> float:
@@ -332,6 +348,18 @@ class HoltWintersForecaster:
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
                         lower=max(expected - spread, 0.0), model="holt-winters", sigma=sd / max(expected, 1.0),
                         history=0.0)
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """np.quantile's default (linear) estimate, by partial sort: the backtest asks for one
+    on every tick, and np.quantile's set-up costs more than the sort of an hour's errors."""
+    at = q * (len(values) - 1)
+    lo = int(math.floor(at))
+    hi = min(lo + 1, len(values) - 1)
+    part = np.partition(values, (lo, hi))
+    a, b, g = float(part[lo]), float(part[hi]), at - lo
+    # numpy's own interpolation, including its rounding: b - (b - a)(1 - g) past the middle.
+    return b - (b - a) * (1.0 - g) if g >= 0.5 else a + (b - a) * g
 
 
 def from_counter(values) -> np.ndarray:
