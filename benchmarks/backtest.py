@@ -23,17 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
 from speechops.scaling import simulate  # noqa: E402
+from speechops.scaling.plot import require_matplotlib  # noqa: E402
 
 
 def run_one(path: str, plots: str | None) -> dict:
     started = time.monotonic()
     report = simulate.backtest(simulate.load_trace(path), simulate.Options())
-    times, demand, results = report.pop("_series")
     if plots:
-        from speechops.scaling.plot import plot_backtest
-        png = Path(plots) / f"{Path(path).stem}.png"
-        plot_backtest(png, times, demand, results, title=Path(path).stem)
-        report["plot"] = str(png)
+        simulate.write_plot(Path(plots) / f"{Path(path).stem}.png", report)
+    report.pop("_series", None)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -50,6 +48,7 @@ def main() -> int:
         print(f"no traces in {args.traces} (set --traces or SPEECHOPS_TRACES)", file=sys.stderr)
         return 2
     if args.plots:
+        require_matplotlib()
         Path(args.plots).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         reports = list(pool.map(run_one, map(str, traces), [args.plots] * len(traces)))

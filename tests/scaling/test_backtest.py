@@ -2,6 +2,8 @@
 
 import json
 import os
+import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +103,20 @@ def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
     assert oracle["pod_hours"] <= min(ours["pod_hours"], hpa["pod_hours"]) and oracle["unserved_stream_minutes"] == 0
     pad = 16   # one stream duration of warm start before the first row
     assert report["scored_ticks"] == report["ticks"] - pad - int((report["ticks"] - pad) * 0.3)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert struct.unpack(">II", head[16:24]) == (1400, 550)     # IHDR: width, height
+    assert report["plot"] == str(png)
+
+
+def test_plot_without_matplotlib_fails_before_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib now raises ImportError
+    trace = tmp_path / "t.csv"
+    trace.write_text("0,1\n60,2\n")
+    assert simulate.main([str(trace), "--plot", str(tmp_path / "p.png")]) == 2
+    captured = capsys.readouterr()
+    assert "speechops[plot]" in captured.err and captured.out == ""
+    assert not (tmp_path / "p.png").exists()
 
 
 @needs_traces

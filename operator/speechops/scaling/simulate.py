@@ -40,6 +40,7 @@ import numpy as np
 
 from speechops.api import Scaling, parse_duration
 from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
+from speechops.scaling.plot import PlotUnavailable, require_matplotlib
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
 
 TICK = 15.0
@@ -473,8 +474,24 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         "results": {k: v.summary() for k, v in results.items()},
         "ratios": {k: (round(v, 4) if math.isfinite(v) else None) for k, v in ratios.items()},
         "targets_met": checks, "all_targets_met": all(checks.values()),
-        "_series": (times, demand, results),
+        # For the plot; not part of the JSON.
+        "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from,
+                    "lead": policy_config(opts, 1).lead_time},
     }
+
+
+def write_plot(path: str | Path, report: dict) -> None:
+    """The PNG of one backtest (needs the `plot` extra); takes the series out of the report."""
+    from speechops.scaling.plot import plot_backtest
+    series = report.pop("_series")
+    q = report["ratios"]
+    subtitle = ("speechops: unserved {} x HPA, pod-hours {:.3f} x HPA, {:.3f} x oracle, {:.0f} streams cut"
+                .format("inf" if q["unserved_vs_hpa"] is None else f"{q['unserved_vs_hpa']:.3f}",
+                        q["pod_hours_vs_hpa"], q["pod_hours_vs_oracle"],
+                        report["results"]["speechops"]["streams_cut"]))
+    plot_backtest(path, series["times"], series["demand"], series["results"], title=report["trace"],
+                  scored_from=series["scored_from"], lead=series["lead"], subtitle=subtitle)
+    report["plot"] = str(path)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -538,18 +555,18 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             raise ValueError("; ".join(problems))
         trace = load_trace(args.trace)
-    except (ValueError, TraceError) as exc:
+        if args.plot:
+            require_matplotlib()
+    except (ValueError, TraceError, PlotUnavailable) as exc:
         print(f"speechops backtest: {exc}", file=sys.stderr)
         return 2
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.monotonic()
     report = backtest(trace, opts, progress=progress)
-    times, demand, results = report.pop("_series")
     report["seconds"] = round(time.monotonic() - started, 1)
     if args.plot:
-        from speechops.scaling.plot import plot_backtest
-        plot_backtest(args.plot, times, demand, results, title=trace.name)
-        report["plot"] = args.plot
+        write_plot(args.plot, report)
+    report.pop("_series", None)
     if args.json:
         print(json.dumps(report))
     else:
