@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from speechops.scaling import simulate
+from speechops.scaling.plot import worst_day
 from speechops.scaling.simulate import Options, TraceError, arrivals_per_tick, concurrency, load_trace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +106,7 @@ def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
     assert report["scored_ticks"] == report["ticks"] - pad - int((report["ticks"] - pad) * 0.3)
     head = png.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-    assert struct.unpack(">II", head[16:24]) == (1400, 550)     # IHDR: width, height
+    assert struct.unpack(">II", head[16:24]) == (1400, 900)     # IHDR: width, height
     assert report["plot"] == str(png)
 
 
@@ -151,3 +152,16 @@ def test_trace_starts_with_a_steady_fleet(tmp_path):
     times, arrivals, demand, score_from = simulate.prepare(load_trace(write(tmp_path, rows)), Options())
     assert demand[0] == pytest.approx(demand[200]) == pytest.approx(30 * 16)
     assert len(times) == len(arrivals) == len(demand) and score_from > 16
+
+
+def test_plot_details_the_day_with_the_most_unserved_demand():
+    times = 1_700_000_000.0 + 15.0 * np.arange(4 * 5760)          # four days of 15 s ticks
+    demand = np.full(len(times), 100.0)
+    capacity = np.full(len(times), 120.0)
+    capacity[3 * 5760 + 100:3 * 5760 + 160] = 50.0                 # short on day four only
+    day = worst_day(times, demand, capacity, scored_from=5760)
+    assert day.stop - day.start == 5760 and day.start <= 3 * 5760 + 100 and 3 * 5760 + 160 <= day.stop
+    demand[2 * 5760 + 7] = 900.0                                    # never short: the peak's day
+    day = worst_day(times, demand, np.full(len(times), 1000.0), scored_from=5760)
+    assert day.start <= 2 * 5760 + 7 < day.stop
+    assert worst_day(times[:1000], demand[:1000], capacity[:1000], scored_from=300) == slice(300, 1000)

@@ -1,5 +1,6 @@
 """A PNG of a backtest: demand, the capacity speechops and the HPA kept ready, and
-speechops' forecast with its band, drawn at the time each forecast was for.
+speechops' forecast with its band drawn at the time each forecast was for; the whole trace
+above, the scored day where speechops fell shortest below.
 
 matplotlib is the `plot` extra (`pip install 'speechops[plot]'`): the operator image does
 not need it, only the backtest's `--plot` does.
@@ -43,8 +44,23 @@ def _bucket_times(times: np.ndarray, buckets: int) -> np.ndarray:
     return times[np.linspace(0, len(times), buckets + 1).astype(int)[:-1]]
 
 
+def worst_day(times: np.ndarray, demand: np.ndarray, capacity: np.ndarray, scored_from: int) -> slice:
+    """The scored 24 hours where speechops left the most demand unserved (the peak demand's
+    24 hours if it left none): the part of a long trace worth seeing tick by tick."""
+    span = int(round(86400.0 / max(float(np.median(np.diff(times))), 1e-9))) if len(times) > 1 else 1
+    if len(times) - scored_from <= span:
+        return slice(scored_from, len(times))
+    short = np.maximum(np.asarray(demand, float) - np.asarray(capacity, float), 0.0)[scored_from:]
+    weight = short if short.any() else np.asarray(demand, float)[scored_from:]
+    sums = np.convolve(weight, np.ones(span), mode="valid")
+    start = scored_from + int(np.argmax(sums))
+    return slice(start, start + span)
+
+
 def plot_backtest(path: str | Path, times: np.ndarray, demand: np.ndarray, results: dict, *, title: str,
                   scored_from: int, lead: float, subtitle: str = "") -> None:
+    """Two panels: the whole trace (each line at its maximum per pixel column) and, tick by
+    tick, the scored day where speechops fell shortest."""
     require_matplotlib()
     import matplotlib
     matplotlib.use("Agg")
@@ -52,36 +68,45 @@ def plot_backtest(path: str | Path, times: np.ndarray, demand: np.ndarray, resul
     import matplotlib.pyplot as plt
 
     ours, hpa = results["speechops"], results["hpa"]
+    demand = np.asarray(demand, dtype=float)
 
     def when(t: np.ndarray) -> np.ndarray:
         return np.array([datetime.datetime.fromtimestamp(x, datetime.timezone.utc) for x in t])
 
-    x = when(_bucket_times(times, BUCKETS))
-    # A forecast made at t is for t + lead: drawn there, the band can be read against the
-    # demand it had to cover.
-    x_ahead = when(_bucket_times(times + lead, BUCKETS))
-    fig, ax = plt.subplots(figsize=(14, 5.5), dpi=100)
-    ax.fill_between(x_ahead, _bucket_max(ours.forecast, BUCKETS), _bucket_max(ours.upper, BUCKETS),
-                    color="#c8dcff", step="post", linewidth=0, label=f"speechops band (forecast to upper, {lead:g}s ahead)")
-    ax.step(x_ahead, _bucket_max(ours.forecast, BUCKETS), where="post", color="#2856dc", linewidth=0.8,
-            label="speechops forecast")
-    ax.step(x, _bucket_max(hpa.capacity, BUCKETS), where="post", color="#dc3c28", linewidth=1.0,
-            label="HPA ready capacity")
-    ax.step(x, _bucket_max(ours.capacity, BUCKETS), where="post", color="#00a03c", linewidth=1.2,
-            label="speechops ready capacity (incl. draining)")
-    ax.step(x, _bucket_max(np.asarray(demand, dtype=float), BUCKETS), where="post", color="black",
-            linewidth=0.9, label="demand (concurrent streams)")
-    ax.axvspan(x[0], when(times[scored_from:scored_from + 1])[0], color="0.92", zorder=0,
-               label="warm-up (not scored)")
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("streams")
-    ax.set_xlabel("time (UTC)")
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.grid(True, color="0.85", linewidth=0.5)
-    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    def draw(ax, part: slice, buckets: int) -> None:
+        def cut(series):
+            return _bucket_max(np.asarray(series, dtype=float)[part], buckets)
+        x = when(_bucket_times(times[part], buckets))
+        # A forecast made at t is for t + lead: drawn there, the band can be read against
+        # the demand it had to cover.
+        ahead = when(_bucket_times(times[part] + lead, buckets))
+        ax.fill_between(ahead, cut(ours.forecast), cut(ours.upper), color="#c8dcff", step="post", linewidth=0,
+                        label=f"speechops band (forecast to upper, drawn {lead:g}s ahead)")
+        ax.step(ahead, cut(ours.forecast), where="post", color="#2856dc", linewidth=0.8, label="speechops forecast")
+        ax.step(x, cut(hpa.capacity), where="post", color="#dc3c28", linewidth=1.0, label="HPA ready capacity")
+        ax.step(x, cut(ours.capacity), where="post", color="#00a03c", linewidth=1.2,
+                label="speechops ready capacity (incl. draining)")
+        ax.step(x, cut(demand), where="post", color="black", linewidth=0.9, label="demand (concurrent streams)")
+        if part.start < scored_from:
+            ax.axvspan(x[0], when(times[scored_from:scored_from + 1])[0], color="0.92", zorder=0,
+                       label="warm-up (not scored)")
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("streams")
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.grid(True, color="0.85", linewidth=0.5)
+
+    day = worst_day(times, demand, ours.capacity, scored_from)
+    fig, (whole, detail) = plt.subplots(2, 1, figsize=(14, 9), dpi=100)
+    draw(whole, slice(0, len(times)), BUCKETS)
+    whole.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
+    whole.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    draw(detail, day, BUCKETS)
+    short = float(np.maximum(demand[day] - np.asarray(ours.capacity)[day], 0.0).sum())
+    detail.set_title("scored day with the most unserved demand, tick by tick" if short > 0
+                     else "scored day with the peak demand, tick by tick (speechops left none unserved)", fontsize=9)
+    detail.set_xlabel("time (UTC)")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
