@@ -135,3 +135,13 @@ def test_the_pad_step_decides_which_rows_share_a_generate_call(asr, monkeypatch,
     texts = [r.text for r in asr.transcribe(batch, np.array([len(long), len(short)]), ["", ""])]
     assert sorted(counting.calls) == calls
     assert speech.wer([speech.SENTENCES[1], speech.SENTENCES[2]], texts) <= 0.3, texts
+
+
+def test_a_row_near_whispers_window_still_decodes(asr):
+    # 29.5 s plus the 2 s tail would pass the encoder's 3000 frames: the padding stops at 30 s.
+    audio = speech.to_float(speech.synthesize(" ".join(speech.SENTENCES * 3)))[:int(29.5 * 16000)]
+    assert len(audio) == int(29.5 * 16000)
+    text = asr.transcribe(audio[None], np.array([len(audio)]), [""])[0].text
+    first = speech.SENTENCES[0]
+    assert speech.wer(first, " ".join(text.split()[:len(first.split())])) <= 0.3, text
+    assert len(text.split()) > 40, text      # the whole window, not its start
