@@ -108,6 +108,8 @@ class Scaling:
     lead_time: float = 180.0          # seconds
     history: float = 14 * 86400.0     # seconds
     scale_down_delay: float = 60.0    # seconds
+    scale_down_max_percent: int = 50  # of the period's highest replicas, removed within the period at most
+    scale_down_period: float = 600.0  # seconds
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     # PromQL overrides; empty means the scaler's built-in query. `$pipeline` and
     # `$namespace` are substituted.
@@ -383,6 +385,9 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
         lead_time=r.duration(s, "leadTime", "spec.scaling", 180.0),
         history=r.duration(s, "history", "spec.scaling", 14 * 86400.0, minimum=3600.0),
         scale_down_delay=r.duration(s, "scaleDownDelay", "spec.scaling", Scaling.scale_down_delay),
+        scale_down_max_percent=r.integer(s, "scaleDownMaxPercent", "spec.scaling", Scaling.scale_down_max_percent,
+                                         1, 100),
+        scale_down_period=r.duration(s, "scaleDownPeriod", "spec.scaling", Scaling.scale_down_period),
         prometheus_url=r.string(s, "prometheusUrl", "spec.scaling", Scaling().prometheus_url),
         queries={str(k): str(v) for k, v in queries.items()},
     )

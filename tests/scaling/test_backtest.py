@@ -42,6 +42,8 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert simulate.main([str(write(tmp_path, "0,1\n60,2\n")), "--util", "1.5"]) == 2
     assert "--util" in capsys.readouterr().err
+    assert simulate.main([str(write(tmp_path, "0,1\n60,2\n")), "--scale-down-max-percent", "0"]) == 2
+    assert "--scale-down-max-percent must be in 1..100" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("step", [1, 60, 600], ids=["1s", "1min", "10min"])

@@ -10,8 +10,10 @@ from speechops.scaling.forecast import Forecast
 from speechops.scaling.policy import (DRAINING_COST, REMOVABLE_COST, LiveSignals, PodLoad, Policy, PolicyConfig,
                                       plan_replicas)
 
+# The scale-down limit is off here (its own tests below turn it on).
 CFG = PolicyConfig(streams_per_replica=10, target_utilization=0.8, min_replicas=1, max_replicas=20,
-                   scale_down_delay=300.0, lead_time=180.0, reserve_mode="auto", reserve_share=0.5)
+                   scale_down_delay=300.0, lead_time=180.0, reserve_mode="auto", reserve_share=0.5,
+                   scale_down_max_share=1.0)
 
 
 def fc(expected, upper):
@@ -88,6 +90,39 @@ def test_config_comes_from_the_spec_and_the_tier():
     cfg = PolicyConfig.from_spec(parse_spec({"profile": "realtime", "capacity": {"streamsPerReplica": 32},
                                              "scaling": {"leadTime": "4m", "scaleDownDelay": "10m"}}))
     assert (cfg.streams_per_replica, cfg.lead_time, cfg.scale_down_delay, cfg.headroom_sigmas) == (32, 240, 600, 2.5)
+    assert (cfg.scale_down_max_share, cfg.scale_down_period) == (0.5, 600)      # the spec's defaults
+    limited = PolicyConfig.from_spec(parse_spec({"scaling": {"scaleDownMaxPercent": 20, "scaleDownPeriod": "30m"}}))
+    assert (limited.scale_down_max_share, limited.scale_down_period) == (0.2, 1800)
+
+
+LIMITED = replace(CFG, scale_down_delay=0.0, scale_down_max_share=0.5, scale_down_period=600.0)
+
+
+def test_a_collapse_halves_the_fleet_at_most_once_per_period():
+    # 20 replicas, then the traffic stops (an upstream outage): not 1 replica, but 10, then
+    # 5 once the 20 have left the 10-minute window, and so on.
+    p = Policy(LIMITED)
+    assert p.decide(sig(now=0, replicas=20, streams=160), fc(160, 170)).replicas == 20
+    d = p.decide(sig(now=15, replicas=20, streams=0), fc(0, 0))
+    assert (d.replicas, d.reason) == (10, "ScaleDown")
+    assert "scaling 20→10 (wants 1; scaleDownMaxPercent 50% of 20, the highest of the last 600s)" in d.message
+    d = p.decide(sig(now=30, replicas=10, streams=0), fc(0, 0))
+    assert (d.replicas, d.reason) == (10, "ScaleDownLimited") and "holding 10 (wants 1;" in d.message
+    for now in range(45, 615, 15):
+        assert p.decide(sig(now=now, replicas=10, streams=0), fc(0, 0)).replicas == 10, now
+    assert p.decide(sig(now=630, replicas=10, streams=0), fc(0, 0)).replicas == 5
+    # The traffic comes back: scale-up is never limited.
+    assert p.decide(sig(now=645, replicas=5, streams=160), fc(160, 170)).replicas == 20
+
+
+def test_a_restarted_scaler_counts_the_running_replicas_as_the_peak():
+    d = Policy(LIMITED).decide(sig(now=0, replicas=12, streams=0), fc(0, 0))
+    assert (d.replicas, d.reason) == (6, "ScaleDown")
+
+
+def test_the_limit_lifted_goes_straight_to_what_demand_needs():
+    d = Policy(replace(LIMITED, scale_down_max_share=1.0)).decide(sig(now=0, replicas=12, streams=0), fc(0, 0))
+    assert (d.replicas, d.reason) == (1, "ScaleDown")
 
 
 def pod(name, streams, ready=True, draining=False):

@@ -35,6 +35,8 @@ def test_empty_spec_gets_defaults_with_vad_then_asr():
     ({"stages": [{"name": "a"}]}, "spec.stages[0].model"),
     ({"worker": {"resources": {"triton": {"limits": {"memory": "12XB"}}}}}, "spec.worker.resources.triton.limits.memory"),
     ({"scaling": {"leadTime": "soon"}}, "spec.scaling.leadTime"),
+    ({"scaling": {"scaleDownMaxPercent": 0}}, "spec.scaling.scaleDownMaxPercent"),
+    ({"scaling": {"scaleDownPeriod": "often"}}, "spec.scaling.scaleDownPeriod"),
     ({"streams": {"contextWindow": "45s"}}, "spec.streams.contextWindow"),
 ])
 def test_invalid_spec_names_the_field(raw, field):

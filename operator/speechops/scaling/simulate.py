@@ -74,6 +74,8 @@ class Options:
     warmup: float = 0.3
     lead: float = Scaling.lead_time                  # the operator's defaults
     scale_down_delay: float = Scaling.scale_down_delay
+    scale_down_max_percent: int = Scaling.scale_down_max_percent
+    scale_down_period: float = Scaling.scale_down_period
     headroom_sigmas: float = 2.0
     tick: float = TICK
 
@@ -273,6 +275,8 @@ class Fleet:
 def policy_config(opts: Options, max_replicas: int) -> PolicyConfig:
     return PolicyConfig(mode="predictive", streams_per_replica=opts.capacity, target_utilization=opts.util,
                         min_replicas=1, max_replicas=max_replicas, scale_down_delay=opts.scale_down_delay,
+                        scale_down_max_share=opts.scale_down_max_percent / 100.0,
+                        scale_down_period=opts.scale_down_period,
                         lead_time=max(opts.lead, opts.start_delay + opts.tick), headroom_sigmas=opts.headroom_sigmas,
                         reserve_mode="none", **POLICY_OPTIONS)
 
@@ -536,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"forecast lead time (default {Scaling.lead_time:g}s)")
     ap.add_argument("--scale-down-delay", default=f"{Scaling.scale_down_delay:g}s",
                     help=f"how long demand stays low before pods drain (default {Scaling.scale_down_delay:g}s)")
+    ap.add_argument("--scale-down-max-percent", type=int, default=Scaling.scale_down_max_percent,
+                    help="most of the period's highest pod count removed within the period, 1-100 "
+                         f"(default {Scaling.scale_down_max_percent})")
+    ap.add_argument("--scale-down-period", default=f"{Scaling.scale_down_period:g}s",
+                    help=f"the window --scale-down-max-percent counts over (default {Scaling.scale_down_period:g}s)")
     ap.add_argument("--warmup", type=float, default=0.3, help="share of the trace not scored (default 0.3)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--plot", metavar="PNG", help="write a PNG of demand, capacity, forecast and band")
@@ -546,12 +555,15 @@ def main(argv: list[str] | None = None) -> int:
         opts = Options(duration=parse_duration(args.duration), capacity=args.capacity, util=args.util,
                        start_delay=parse_duration(args.start_delay), scale=args.scale, gap=args.gap,
                        lead=parse_duration(args.lead), scale_down_delay=parse_duration(args.scale_down_delay),
-                       warmup=args.warmup)
+                       scale_down_max_percent=args.scale_down_max_percent,
+                       scale_down_period=parse_duration(args.scale_down_period), warmup=args.warmup)
         problems = [m for ok, m in ((opts.capacity >= 1, "--capacity must be >= 1"),
                                     (0 < opts.util <= 1, "--util must be in (0, 1]"),
                                     (opts.scale > 0, "--scale must be > 0"),
                                     (opts.duration >= TICK, f"--duration must be at least {TICK:g}s"),
-                                    (0 <= opts.warmup < 1, "--warmup must be in [0, 1)")) if not ok]
+                                    (0 <= opts.warmup < 1, "--warmup must be in [0, 1)"),
+                                    (1 <= opts.scale_down_max_percent <= 100,
+                                     "--scale-down-max-percent must be in 1..100")) if not ok]
         if problems:
             raise ValueError("; ".join(problems))
         trace = load_trace(args.trace)
