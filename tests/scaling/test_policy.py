@@ -105,7 +105,7 @@ def test_a_collapse_halves_the_fleet_at_most_once_per_period():
     assert p.decide(sig(now=0, replicas=20, streams=160), fc(160, 170)).replicas == 20
     d = p.decide(sig(now=15, replicas=20, streams=0), fc(0, 0))
     assert (d.replicas, d.reason) == (10, "ScaleDown")
-    assert "scaling 20→10 (wants 1; scaleDownMaxPercent 50% of 20, the highest of the last 600s)" in d.message
+    assert "scaling 20→10 (wants 1; scaleDownMaxPercent lets at most 50% of the last 600s' peak of 20 go)" in d.message
     d = p.decide(sig(now=30, replicas=10, streams=0), fc(0, 0))
     assert (d.replicas, d.reason) == (10, "ScaleDownLimited") and "holding 10 (wants 1;" in d.message
     for now in range(45, 615, 15):

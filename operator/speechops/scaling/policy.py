@@ -14,7 +14,7 @@ Rules, in order:
 4. scale up at once; scale down only to the highest recommendation of the last
    scaleDownDelay (the HPA's stabilisation window), so a dip does not release pods that
    the next minute needs.
-5. and never more than scaleDownMaxPercent below the highest target of the last
+5. never more than scaleDownMaxPercent below the highest target of the last
    scaleDownPeriod (the HPA's scale-down policy of type Percent). Traffic that collapses
    within minutes is more often an upstream outage than real quiet, and when it ends every
    client reconnects at once: on the NASA trace such recoveries were a third of all the
@@ -195,8 +195,8 @@ class Policy:
 
         reserve = self._reserve_for(forecast)
         what = self._what(forecast, live, basis)
-        limit = (f"scaleDownMaxPercent {cfg.scale_down_max_share * 100:g}% of {self._peak()}, "
-                 f"the highest of the last {cfg.scale_down_period:g}s")
+        limit = (f"scaleDownMaxPercent lets at most {cfg.scale_down_max_share * 100:g}% of the last "
+                 f"{cfg.scale_down_period:g}s' peak of {self._peak()} go")
         if target > current:
             reason, msg = "ScaleUp", f"{what}: scaling {current}→{target}"
         elif target < current:

@@ -40,7 +40,7 @@ import numpy as np
 
 from speechops.api import Scaling, parse_duration
 from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
-from speechops.scaling.plot import PlotUnavailable, require_matplotlib
+from speechops.scaling.plot import PlotUnavailable, plot_backtest, require_matplotlib
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
 
 TICK = 15.0
@@ -486,7 +486,6 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
 
 def write_plot(path: str | Path, report: dict) -> None:
     """The PNG of one backtest (needs the `plot` extra); takes the series out of the report."""
-    from speechops.scaling.plot import plot_backtest
     series = report.pop("_series")
     q = report["ratios"]
     subtitle = ("speechops: unserved {} x HPA, pod-hours {:.3f} x HPA, {:.3f} x oracle, {:.0f} streams cut"
