@@ -142,6 +142,7 @@ def test_a_row_near_whispers_window_still_decodes(asr):
     audio = speech.to_float(speech.synthesize(" ".join(speech.SENTENCES * 3)))[:int(29.5 * 16000)]
     assert len(audio) == int(29.5 * 16000)
     text = asr.transcribe(audio[None], np.array([len(audio)]), [""])[0].text
-    first = speech.SENTENCES[0]
-    assert speech.wer(first, " ".join(text.split()[:len(first.split())])) <= 0.3, text
-    assert len(text.split()) > 40, text      # the whole window, not its start
+    words = text.split()
+    assert len(words) > 40, text      # the whole window, not its start
+    spoken = " ".join(" ".join(speech.SENTENCES * 3).split()[:len(words)])   # what 29.5 s holds, about
+    assert speech.wer(spoken, text) <= 0.3, text
