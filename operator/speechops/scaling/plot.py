@@ -104,8 +104,12 @@ def plot_backtest(path: str | Path, times: np.ndarray, demand: np.ndarray, resul
     whole.legend(loc="upper left", fontsize=8, framealpha=0.9)
     draw(detail, day, BUCKETS)
     short = float(np.maximum(demand[day] - np.asarray(ours.capacity)[day], 0.0).sum())
-    detail.set_title("scored day with the most unserved demand, tick by tick" if short > 0
-                     else "scored day with the peak demand, tick by tick (speechops left none unserved)", fontsize=9)
+    if day == slice(scored_from, len(times)):
+        detail.set_title("the scored part, tick by tick", fontsize=9)
+    else:
+        detail.set_title("scored day with the most unserved demand, tick by tick" if short > 0
+                         else "scored day with the peak demand, tick by tick (speechops left none unserved)",
+                         fontsize=9)
     detail.set_xlabel("time (UTC)")
     fig.tight_layout()
     fig.savefig(path, format="png")
