@@ -195,16 +195,14 @@ class Policy:
 
         reserve = self._reserve_for(forecast)
         what = self._what(forecast, live, basis)
-        limit = (f"scaleDownMaxPercent lets at most {cfg.scale_down_max_share * 100:g}% of the last "
-                 f"{cfg.scale_down_period:g}s' peak of {self._peak()} go")
         if target > current:
             reason, msg = "ScaleUp", f"{what}: scaling {current}→{target}"
         elif target < current:
             reason, msg = "ScaleDown", f"{what}: scaling {current}→{target}"
             if target > wanted:
-                msg += f" (wants {wanted}; {limit})"
+                msg += f" (wants {wanted}; {self._limit_text()})"
         elif wanted < current:
-            reason, msg = "ScaleDownLimited", f"{what}: holding {current} (wants {wanted}; {limit})"
+            reason, msg = "ScaleDownLimited", f"{what}: holding {current} (wants {wanted}; {self._limit_text()})"
         elif raw < current:
             reason, msg = "ScaleDownDelayed", f"{what}: holding {current} (wants {raw}; scaleDownDelay {cfg.scale_down_delay:g}s)"
         else:
@@ -227,6 +225,11 @@ class Policy:
 
     def _peak(self) -> int:
         return max(t for _, t in self._targets)
+
+    def _limit_text(self) -> str:
+        cfg = self.config
+        return (f"scaleDownMaxPercent lets at most {cfg.scale_down_max_share * 100:g}% of the last "
+                f"{cfg.scale_down_period:g}s' peak of {self._peak()} go")
 
     def _what(self, forecast: Forecast | None, live: int | None, basis: str) -> str:
         if forecast is not None and self.config.mode == "predictive":
