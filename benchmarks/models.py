@@ -5,7 +5,8 @@
 Prints: Triton startup; Silero VAD cost per 32 ms chunk batched across streams against
 one stream per forward call (the baseline, measured in the same run), in process and
 through Triton (packed path against the sequence batcher); Whisper latency for 1/2/5 s
-utterances with beam 1 and 2 and for batches of 4 and 8; WER on the test sentences.
+utterances with beam 1 and 2 and for batches of 4 and 8; WER with and without the loop
+guard over voices, speeds and prompts; WER on the test sentences through Triton.
 Figures on a shared 2-core machine are noisy: compare ratios, rerun for absolutes.
 """
 
@@ -134,6 +135,28 @@ def asr_in_process(repeat: int) -> None:
                   f"one by one {ms(one_by_one / batch)} per utterance ({one_by_one / total:.1f}x)")
 
 
+def asr_loop_guard() -> None:
+    """WER of the test sentences in 3 voices x 2 speeds, each decoded alone and with the
+    previous sentence as prompt (what a stream's next utterance gets), with Whisper's
+    restart-loops cut and kept."""
+    print("\nWhisper loop guard: 144 decodes (en-us 120/150/170/190 wpm, en-gb 150/180, prompt or not)")
+    guarded = WhisperAsr(threads=2)
+    unguarded = WhisperAsr(threads=2, options=DecodeOptions(loop_similarity=0))
+    refs, with_guard, without, cut = [], [], [], 0
+    for voice, wpm in (("en-us", 120), ("en-us", 150), ("en-us", 170), ("en-us", 190), ("en-gb", 150), ("en-gb", 180)):
+        for i, text in enumerate(speech.SENTENCES):
+            audio = speech.to_float(speech.synthesize(text, voice=voice, words_per_minute=wpm))
+            for prompt in ("", speech.SENTENCES[i - 1]):
+                kept = guarded.transcribe(audio[None], np.array([len(audio)]), [prompt])[0]
+                raw = unguarded.transcribe(audio[None], np.array([len(audio)]), [prompt])[0]
+                refs.append(text)
+                with_guard.append(kept.text)
+                without.append(raw.text)
+                cut += kept.loop_dropped
+    print(f"  loops cut: {cut} of {len(refs)} decodes; WER {speech.wer(refs, without):.3f} without the guard, "
+          f"{speech.wer(refs, with_guard):.3f} with it")
+
+
 def asr_through_triton(client) -> None:
     import tritonclient.grpc as grpcclient
     audios = [speech.to_float(speech.synthesize(s)) for s in speech.SENTENCES]
@@ -162,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [1, 10, 100] if args.quick else [1, 10, 100, 1000]
     vad_in_process(counts, repeat)
     asr_in_process(3 if args.quick else 7)
+    asr_loop_guard()
     with tempfile.TemporaryDirectory() as repo_dir:
         repo = build_model_repository(repo_dir)
         with TritonServer(repo) as server:
