@@ -146,6 +146,8 @@ def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
     assert isinstance(report["all_targets_met"], bool) and report["options"]["gap"] == "hold"
     assert report["results"]["speechops"]["streams_cut"] == 0
     assert report["results"]["hpa"]["unserved_stream_minutes"] > report["results"]["speechops"]["unserved_stream_minutes"]
+    episodes = report["speechops_unserved_episodes"]
+    assert sum(e["unserved_stream_minutes"] for e in episodes) <= report["results"]["speechops"]["unserved_stream_minutes"] + 0.01
 
 
 def test_trace_starts_with_a_steady_fleet(tmp_path):
@@ -167,3 +169,21 @@ def test_plot_details_the_day_with_the_most_unserved_demand():
     day = worst_day(times, demand, np.full(len(times), 1000.0), scored_from=5760)
     assert day.start <= 2 * 5760 + 7 < day.stop
     assert worst_day(times[:1000], demand[:1000], capacity[:1000], scored_from=300) == slice(300, 1000)
+
+
+def test_unserved_episodes_name_the_jump_that_cost_most():
+    opts = Options()
+    times = 1_700_000_000.0 + 15.0 * np.arange(400)
+    demand = np.full(400, 100.0)
+    capacity = np.full(400, 120.0)
+    demand[200:220] = 300.0            # a jump: 20 ticks short by 180
+    capacity[205:207] = 400.0          # a pod arrives mid-way: still one episode
+    demand[300:302] = 130.0            # a small one: 2 ticks short by 10
+    demand[20:30] = 500.0              # in the warm-up: not scored
+    first, second = simulate.unserved_episodes(times, demand, capacity, 100, opts)
+    assert first["start"] == "2023-11-14T23:03:20+00:00"          # tick 200
+    assert first["minutes"] == 5.0 and first["unserved_stream_minutes"] == pytest.approx(18 * 180 * 0.25)
+    assert first["demand_before"] == 100.0 and first["demand_peak"] == 300.0
+    assert second["unserved_stream_minutes"] == pytest.approx(2 * 10 * 0.25)
+    assert first["share"] + second["share"] == pytest.approx(1.0, abs=1e-4)
+    assert simulate.unserved_episodes(times, demand, demand + 1, 0, opts) == []

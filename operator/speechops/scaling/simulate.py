@@ -421,6 +421,43 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
     return res
 
 
+# -- where the unserved time went ----------------------------------------------------------
+
+def unserved_episodes(times: np.ndarray, demand: np.ndarray, capacity: np.ndarray, score_from: int,
+                      opts: Options, top: int = 3) -> list[dict]:
+    """The largest stretches of unserved demand in the scored part, largest first.
+
+    A stretch is a run of ticks with demand beyond capacity; runs less than one pod start
+    apart are one episode (capacity that arrives mid-way does not end the event that
+    called for it). Each says when it began (UTC), how long it lasted, its stream-minutes
+    and their share of the total, and the demand one lead time before against its peak:
+    a jump no forecast saw reads as a large ratio."""
+    short = np.maximum(demand - capacity, 0.0)
+    short[:score_from] = 0.0
+    total = float(short.sum())
+    if total <= 0:
+        return []
+    ticks = np.flatnonzero(short > 0)
+    join = max(int(math.ceil(opts.start_delay / opts.tick)), 1)
+    breaks = np.flatnonzero(np.diff(ticks) > join)
+    starts = np.concatenate(([ticks[0]], ticks[breaks + 1]))
+    ends = np.concatenate((ticks[breaks], [ticks[-1]])) + 1
+    lead = max(int(round(max(opts.lead, opts.start_delay + opts.tick) / opts.tick)), 1)
+    episodes = []
+    for lo, hi in zip(starts, ends):
+        amount = float(short[lo:hi].sum())
+        before = float(demand[max(lo - lead, 0)])
+        episodes.append({
+            "start": datetime.datetime.fromtimestamp(float(times[lo]), datetime.timezone.utc).isoformat(),
+            "minutes": round((hi - lo) * opts.tick / 60.0, 2),
+            "unserved_stream_minutes": round(amount * opts.tick / 60.0, 3),
+            "share": round(amount / total, 4),
+            "demand_before": round(before, 1), "demand_peak": round(float(demand[lo:hi].max()), 1),
+        })
+    episodes.sort(key=lambda e: -e["unserved_stream_minutes"])
+    return episodes[:top]
+
+
 # -- one backtest ----------------------------------------------------------------------------
 
 POLICIES = ("speechops", "holt-winters", "hpa", "oracle", "perfect-forecast")
@@ -478,6 +515,7 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         "results": {k: v.summary() for k, v in results.items()},
         "ratios": {k: (round(v, 4) if math.isfinite(v) else None) for k, v in ratios.items()},
         "targets_met": checks, "all_targets_met": all(checks.values()),
+        "speechops_unserved_episodes": unserved_episodes(times, demand, ours.capacity, score_from, opts),
         # For the plot; not part of the JSON.
         "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from,
                     "lead": policy_config(opts, 1).lead_time},
@@ -523,6 +561,13 @@ def format_table(report: dict) -> str:
     perfect = q["perfect_forecast_pod_hours_vs_oracle"]
     lines.append(f"  with a perfect forecast the policy pays {'inf' if perfect is None else f'{perfect:.3f}'} x the "
                  f"oracle's pod-hours (whole pods, scale-down delay, drains): the rest of the gap is forecast error")
+    episodes = report.get("speechops_unserved_episodes") or []
+    if episodes:
+        lines.append("  speechops' largest unserved episodes:")
+    for e in episodes:
+        lines.append(f"    {e['start'][:16].replace('T', ' ')} UTC  {e['minutes']:g} min  "
+                     f"{e['unserved_stream_minutes']:.1f} st-min ({100 * e['share']:.0f}%)  "
+                     f"demand {e['demand_before']:.0f} -> {e['demand_peak']:.0f} streams")
     return "\n".join(lines)
 
 
