@@ -110,6 +110,9 @@ class Scaling:
     scale_down_delay: float = 60.0    # seconds
     scale_down_max_percent: int = 50  # of the period's highest replicas, removed within the period at most
     scale_down_period: float = 600.0  # seconds
+    # Decide, record and explain every tick, but write nothing to Deployments or pods:
+    # the scaler's recommendations beside whatever scales the workers today.
+    dry_run: bool = False
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     # PromQL overrides; empty means the scaler's built-in query. `$pipeline` and
     # `$namespace` are substituted.
@@ -202,6 +205,13 @@ class _Reader:
             self.fail(f"{path}.{key}", f"must be at least {minimum:g}s, got {raw[key]!r}")
             return default
         return seconds
+
+    def boolean(self, raw: Mapping, key: str, path: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", f"must be true or false, got {value!r}")
+            return default
+        return value
 
     def choice(self, raw: Mapping, key: str, path: str, default: str, allowed: tuple[str, ...]) -> str:
         value = raw.get(key, default)
@@ -388,6 +398,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
         scale_down_max_percent=r.integer(s, "scaleDownMaxPercent", "spec.scaling", Scaling.scale_down_max_percent,
                                          1, 100),
         scale_down_period=r.duration(s, "scaleDownPeriod", "spec.scaling", Scaling.scale_down_period),
+        dry_run=r.boolean(s, "dryRun", "spec.scaling", Scaling.dry_run),
         prometheus_url=r.string(s, "prometheusUrl", "spec.scaling", Scaling().prometheus_url),
         queries={str(k): str(v) for k, v in queries.items()},
     )

@@ -239,3 +239,40 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
     finally:
         for g in gateways.values():
             g.close()
+
+
+def test_dry_run_recommends_and_explains_but_changes_nothing(cluster, monkeypatch, kopf_registry):
+    kopf_registry("speechops.scaling.handlers")
+    ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
+    port = free_port_on(ips)
+    monkeypatch.setenv("SPEECHOPS_GATEWAY_ADMIN_PORT", str(port))
+    # Three gateways with 0, 9 and 11 streams: 20 streams need 2 pods of 16 at 0.8.
+    cluster.put(CRD, pipeline("notes", {
+        "capacity": {"streamsPerReplica": 16, "minReplicas": 1, "maxReplicas": 10},
+        "scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9", "scaleDownDelay": "0s",
+                    "dryRun": True}}))
+    cluster.put("apps/v1/deployments", deployment("notes-worker", 3))
+    cluster.put("apps/v1/deployments", deployment("notes-reserve", 1))
+    gateways = {}
+    for (pod_name, streams), ip in zip({"notes-a": 0.0, "notes-b": 9.0, "notes-c": 11.0}.items(), ips):
+        cluster.put("v1/pods", worker_pod("notes", pod_name, ip))
+        gateways[pod_name] = Gateway(ip, port, "notes", streams)
+    try:
+        args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
+        with kopf.testing.KopfRunner(args, timeout=60) as runner:
+            status = wait_for(lambda: cluster.get(CRD, "notes")["status"].get("desiredReplicas") == 2
+                              and cluster.get(CRD, "notes")["status"])
+            cond = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
+            assert "dryRun: recommending only, nothing applied" in cond["message"]
+            # A tick's writes to pods and Deployments come before its status: none were made.
+            assert cluster.get("apps/v1/deployments", "notes-worker")["spec"]["replicas"] == 3
+            assert cluster.get("apps/v1/deployments", "notes-reserve")["spec"]["replicas"] == 1
+            assert all(not g.posts for g in gateways.values())
+            assert all(not cluster.get("v1/pods", n)["metadata"].get("annotations") for n in gateways)
+            events = [dict(obj) for key, obj in cluster.k.objects.items() if "events" in str(key[0])]
+        assert runner.exit_code == 0, runner.output
+        assert "dry run, not applied: live streams need 2 replicas: scaling 3→2" in runner.output
+        assert any(e.get("message", "").startswith("dry run, not applied:") for e in events), events
+    finally:
+        for g in gateways.values():
+            g.close()

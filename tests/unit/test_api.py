@@ -37,6 +37,7 @@ def test_empty_spec_gets_defaults_with_vad_then_asr():
     ({"scaling": {"leadTime": "soon"}}, "spec.scaling.leadTime"),
     ({"scaling": {"scaleDownMaxPercent": 0}}, "spec.scaling.scaleDownMaxPercent"),
     ({"scaling": {"scaleDownPeriod": "often"}}, "spec.scaling.scaleDownPeriod"),
+    ({"scaling": {"dryRun": "yes"}}, "spec.scaling.dryRun"),
     ({"streams": {"contextWindow": "45s"}}, "spec.streams.contextWindow"),
 ])
 def test_invalid_spec_names_the_field(raw, field):

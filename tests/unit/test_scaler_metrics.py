@@ -75,3 +75,25 @@ def test_reconciler_metrics_are_the_shared_names():
     assert {operator_metrics.RECONCILES._name + "_total", operator_metrics.ERRORS._name + "_total",
             operator_metrics.DURATION._name, operator_metrics.WRITES._name + "_total"} == {
         names.M_OP_RECONCILES, names.M_OP_ERRORS, names.M_OP_RECONCILE_DURATION, names.M_OP_CHILD_WRITES}
+
+
+def test_a_dry_run_announces_a_recommendation_once_not_every_tick():
+    """Something else scales the fleet in a dry run, so the recommendation differs from the
+    running replicas on most ticks: only a new recommendation is news."""
+    spec = api.parse_spec({"scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9/",
+                                       "scaleDownDelay": "0s", "dryRun": True}})
+    state = controller.state_for({}, spec)
+    pods = [_pod(f"w-{i}", True) for i in range(4)]
+
+    def tick(now: float, streams: float):
+        return controller.tick(state, spec, "speech", "assistant", now, None, pods,
+                               {p["metadata"]["name"]: streams for p in pods})
+
+    # 12 streams need 1 pod of 64 at 0.8; the scale-down limit lets half of the 4 go.
+    first = tick(1_800_000_000.0, 3.0)
+    assert first.dry_run and first.announce and first.decision.replicas == 2
+    assert first.message.startswith("dry run, not applied: ") and "scaling 4→2" in first.message
+    assert first.status_patch("t")["desiredReplicas"] == 2
+    assert "dryRun: recommending only" in first.condition_message
+    assert not tick(1_800_000_015.0, 3.0).announce   # the same advice, fleet still at 4
+    assert tick(1_800_000_030.0, 30.0).announce      # 120 streams: 3 pods

@@ -31,6 +31,7 @@ class ScalerState:
     forecaster: SeasonalForecaster | None = None
     fed_until: float = 0.0
     lead: float = 0.0
+    recommended: int | None = None     # dry run: the last replicas recommended (none applied)
 
     @classmethod
     def for_spec(cls, spec: PipelineSpec) -> "ScalerState":
@@ -50,6 +51,14 @@ class TickResult:
     forecast: Forecast | None
     history_points: int = 0
     pod_loads: tuple[PodLoad, ...] = field(default=())
+    dry_run: bool = False
+    # Worth an Event and a log line: the replicas change, or in a dry run the recommendation
+    # does (the fleet there follows something else, so it differs from it on most ticks).
+    announce: bool = False
+
+    @property
+    def message(self) -> str:
+        return f"dry run, not applied: {self.decision.message}" if self.dry_run else self.decision.message
 
     def status_patch(self, now_rfc3339: str) -> dict[str, Any]:
         d = self.decision
@@ -60,7 +69,7 @@ class TickResult:
             status["forecast"] = {
                 "time": now_rfc3339, "horizonSeconds": round(f.horizon), "expected": round(f.expected, 1),
                 "upper": round(f.upper, 1), "lower": round(f.lower, 1), "desiredReplicas": d.replicas,
-                "model": f.model, "reason": d.message,
+                "model": f.model, "reason": self.message,
             }
         return status
 
@@ -154,9 +163,16 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                           deployment_replicas=deployment_replicas)
     decision = state.policy.decide(signals, forecast)
     plan = plan_replicas(loads, decision.replicas)
+    dry_run = spec.scaling.dry_run
+    if dry_run:
+        announce = decision.replicas != (decision.previous if state.recommended is None else state.recommended)
+        state.recommended = decision.replicas
+        message = f"{message or decision.message}; dryRun: recommending only, nothing applied"
+    else:
+        announce, state.recommended = decision.changed, None
     return TickResult(decision=decision, plan=plan, lead=lead, scaling_active=active, condition_reason=reason,
                       condition_message=message or decision.message, live_streams=live, forecast=forecast,
-                      history_points=points, pod_loads=tuple(loads))
+                      history_points=points, pod_loads=tuple(loads), dry_run=dry_run, announce=announce)
 
 
 def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:

@@ -6,7 +6,8 @@ the worker Deployment's replicas, the reserve Deployment's replicas, status and 
 ScalingActive condition, and one Event + log line when the replicas change.
 
 The operator creates both Deployments with minReplicas and never touches .spec.replicas
-again; from then on they are the scaler's.
+again; from then on they are the scaler's. With spec.scaling.dryRun the scaler writes only
+status, events, logs and metrics: the replicas stay with whoever scales them today.
 """
 
 from __future__ import annotations
@@ -56,8 +57,34 @@ def read_streams(pods: list[dict]) -> dict[str, float | None]:
 def apply(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
           api_client: kubernetes.client.ApiClient, body: Any, patch: Any, status: dict, generation: int | None,
           logger: logging.Logger | logging.LoggerAdapter, worker_replicas: int | None = None) -> None:
-    """Writes one tick's result. Drains and costs go before replicas, so the ReplicaSet
-    picks the pods we marked empty and never one that holds streams."""
+    """Writes one tick's result: the plan (none in a dry run), then metrics, status and
+    condition, and an Event and log line when the tick has news."""
+    plan = result.plan
+    if not result.dry_run:
+        _apply_plan(result, namespace=namespace, name=name, pods=pods, api_client=api_client, logger=logger,
+                    worker_replicas=worker_replicas)
+
+    metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
+    d = result.decision
+    wanted = result.status_patch(conditions.now_rfc3339())
+    wanted["conditions"] = conditions.set_condition(
+        status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
+        result.condition_reason, result.condition_message, generation)
+    patch.status.update(controller.status_changes(status, wanted))
+    if result.announce:
+        kopf.event(body, type="Normal", reason=d.reason, message=result.message)
+    if result.announce or not result.scaling_active:
+        logs.decision(logger, f"{namespace}/{name}", d.reason, result.message, replicas=f"{d.previous}->{d.replicas}",
+                      deployment_replicas=plan.replicas, reserve=d.reserve,
+                      live_streams=result.live_streams, scaling_active=result.scaling_active,
+                      condition=result.condition_reason, **({"dry_run": True} if result.dry_run else {}))
+
+
+def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
+                api_client: kubernetes.client.ApiClient, logger: logging.Logger | logging.LoggerAdapter,
+                worker_replicas: int | None) -> None:
+    """Drains, undrains and deletion costs go before replicas, so the ReplicaSet picks the
+    pods we marked empty and never one that holds streams."""
     core = kubernetes.client.CoreV1Api(api_client)
     apps = kubernetes.client.AppsV1Api(api_client)
     by_name = {p["metadata"]["name"]: p for p in pods}
@@ -87,21 +114,6 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas, worker_replicas)
     _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve,
                   read_replicas(apps, namespace, names.reserve_deployment(name)))
-
-    metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
-    d = result.decision
-    wanted = result.status_patch(conditions.now_rfc3339())
-    wanted["conditions"] = conditions.set_condition(
-        status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
-        result.condition_reason, result.condition_message, generation)
-    patch.status.update(controller.status_changes(status, wanted))
-    if d.changed:
-        kopf.event(body, type="Normal", reason=d.reason, message=d.message)
-    if d.changed or not result.scaling_active:
-        logs.decision(logger, f"{namespace}/{name}", d.reason, d.message, replicas=f"{d.previous}->{d.replicas}",
-                      deployment_replicas=plan.replicas, reserve=d.reserve,
-                      live_streams=result.live_streams, scaling_active=result.scaling_active,
-                      condition=result.condition_reason)
 
 
 def _mark_draining(core: kubernetes.client.CoreV1Api, namespace: str, pod_name: str, draining: bool) -> None:
