@@ -19,8 +19,10 @@ noise:
   mean does not.
 
 The band comes from the blend's errors at exactly the lead time (not one-step residuals,
-which understate the error three minutes out), relative to the level and weighted to the
-recent past, so it widens in a regime change and narrows again after.
+which understate the error three minutes out), weighted to the recent past, so it widens
+in a regime change and narrows again after. Errors are kept in units of the square root
+of the demand, as count noise grows: a band relative to the level was too wide where
+demand is low and too narrow where it is high within the same hour.
 """
 
 from __future__ import annotations
@@ -236,24 +238,26 @@ class SeasonalForecaster:
                 self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
             under = max(value - blend, 0.0) / scale
             self._error_times.append(t)
-            self._errors.append((value - blend) / scale)
+            self._errors.append((value - blend) / math.sqrt(scale))
             b = _alpha(self.lead / 12, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
 
-    def band_fraction(self) -> float:
-        """How far above the expected value the band reaches, relative to it.
+    def band_streams(self, expected: float) -> float:
+        """How far above `expected` the band reaches, in streams.
 
-        `quantile`: the tier's quantile of the last hour's signed errors at the lead time,
-        so bias and skew count and one old spike does not inflate the band for hours (a
-        normal error at `headroom_sigmas` sigma). `rms`: headroom_sigmas x one-sided RMS."""
+        `quantile`: the tier's quantile of the last hour's signed errors at the lead time
+        (a normal error at `headroom_sigmas` sigma), scaled by sqrt(expected), so bias and
+        skew count and one old spike does not inflate the band for hours. `rms`, and
+        until 20 errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
         while self._error_times and self._error_times[0] < (self.t or 0.0) - self.error_window:
             self._error_times.popleft()
             self._errors.popleft()
+        level = max(expected, 1.0)
         if self.band == "quantile" and len(self._errors) >= 20:
             errs = np.fromiter(self._errors, dtype=float, count=len(self._errors))
-            return max(_quantile(errs, self.quantile), 0.0)
-        return self.band_sigmas * self.sigma()
+            return max(_quantile(errs, self.quantile), 0.0) * math.sqrt(level)
+        return self.band_sigmas * self.sigma() * level
 
     def sigma(self) -> float:
         """Relative under-forecast scale at the lead time (one-sided RMS x sqrt 2)."""
@@ -269,7 +273,7 @@ class SeasonalForecaster:
         expected = max(self._blend(cands), 0.0)
         scale = math.sqrt(max(horizon, 1.0) / self.lead)
         sigma = self.sigma() * scale
-        spread = self.band_fraction() * scale * max(expected, 1.0)
+        spread = self.band_streams(expected) * scale
         # A ramp that has started is the one error the blend makes every time (it weighs
         # the trend by its noisy record): the upper bound follows the trend when it is higher.
         # Only where the trend has earned a share of the predictors that follow the level:
