@@ -21,8 +21,8 @@ noise:
 The band comes from the blend's errors at exactly the lead time (not one-step residuals,
 which understate the error three minutes out), weighted to the recent past, so it widens
 in a regime change and narrows again after. Errors are kept in units of the square root
-of the demand, as count noise grows: a band relative to the level was too wide where
-demand is low and too narrow where it is high within the same hour.
+of the demand, as count noise grows: a band relative to the level was too narrow where
+demand is low and too wide where it is high within the same hour.
 """
 
 from __future__ import annotations
