@@ -241,7 +241,18 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
             g.close()
 
 
-def test_dry_run_recommends_and_explains_but_changes_nothing(cluster, monkeypatch, kopf_registry):
+def hpa(name: str, deployment: str) -> dict:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                     "minReplicas": 1, "maxReplicas": 10}}
+
+
+@pytest.mark.parametrize("dry_run, rival, reason, says", [
+    (True, None, "PrometheusUnavailable", "dryRun: recommending only, nothing applied"),
+    (False, "notes-cpu", "ConflictingAutoscaler", "HorizontalPodAutoscaler notes-cpu also scales notes-worker"),
+], ids=["dry-run", "hpa-on-the-workers"])
+def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluster, monkeypatch, kopf_registry,
+                                                                         dry_run, rival, reason, says):
     kopf_registry("speechops.scaling.handlers")
     ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
     port = free_port_on(ips)
@@ -250,9 +261,12 @@ def test_dry_run_recommends_and_explains_but_changes_nothing(cluster, monkeypatc
     cluster.put(CRD, pipeline("notes", {
         "capacity": {"streamsPerReplica": 16, "minReplicas": 1, "maxReplicas": 10},
         "scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9", "scaleDownDelay": "0s",
-                    "dryRun": True}}))
+                    "dryRun": dry_run}}))
     cluster.put("apps/v1/deployments", deployment("notes-worker", 3))
     cluster.put("apps/v1/deployments", deployment("notes-reserve", 1))
+    if rival:
+        cluster.put("autoscaling/v2/horizontalpodautoscalers", hpa(rival, "notes-worker"))
+        cluster.put("autoscaling/v2/horizontalpodautoscalers", hpa("other", "elsewhere-worker"))
     gateways = {}
     for (pod_name, streams), ip in zip({"notes-a": 0.0, "notes-b": 9.0, "notes-c": 11.0}.items(), ips):
         cluster.put("v1/pods", worker_pod("notes", pod_name, ip))
@@ -263,7 +277,7 @@ def test_dry_run_recommends_and_explains_but_changes_nothing(cluster, monkeypatc
             status = wait_for(lambda: cluster.get(CRD, "notes")["status"].get("desiredReplicas") == 2
                               and cluster.get(CRD, "notes")["status"])
             cond = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
-            assert "dryRun: recommending only, nothing applied" in cond["message"]
+            assert cond["status"] == "False" and cond["reason"] == reason and says in cond["message"], cond
             # A tick's writes to pods and Deployments come before its status: none were made.
             assert cluster.get("apps/v1/deployments", "notes-worker")["spec"]["replicas"] == 3
             assert cluster.get("apps/v1/deployments", "notes-reserve")["spec"]["replicas"] == 1
@@ -271,8 +285,9 @@ def test_dry_run_recommends_and_explains_but_changes_nothing(cluster, monkeypatc
             assert all(not cluster.get("v1/pods", n)["metadata"].get("annotations") for n in gateways)
             events = [dict(obj) for key, obj in cluster.k.objects.items() if "events" in str(key[0])]
         assert runner.exit_code == 0, runner.output
-        assert "dry run, not applied: live streams need 2 replicas: scaling 3→2" in runner.output
-        assert any(e.get("message", "").startswith("dry run, not applied:") for e in events), events
+        prefix = "dry run, not applied" if dry_run else f"not applied, HorizontalPodAutoscaler {rival} scales notes-worker"
+        assert f"{prefix}: live streams need 2 replicas: scaling 3→2" in runner.output
+        assert any(e.get("message", "").startswith(prefix) for e in events), events
     finally:
         for g in gateways.values():
             g.close()

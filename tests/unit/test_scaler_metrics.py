@@ -91,9 +91,26 @@ def test_a_dry_run_announces_a_recommendation_once_not_every_tick():
 
     # 12 streams need 1 pod of 64 at 0.8; the scale-down limit lets half of the 4 go.
     first = tick(1_800_000_000.0, 3.0)
-    assert first.dry_run and first.announce and first.decision.replicas == 2
+    assert first.withheld == "dry run, not applied" and first.announce and first.decision.replicas == 2
     assert first.message.startswith("dry run, not applied: ") and "scaling 4→2" in first.message
     assert first.status_patch("t")["desiredReplicas"] == 2
     assert "dryRun: recommending only" in first.condition_message
     assert not tick(1_800_000_015.0, 3.0).announce   # the same advice, fleet still at 4
     assert tick(1_800_000_030.0, 30.0).announce      # 120 streams: 3 pods
+
+
+def test_an_hpa_on_the_workers_makes_the_scaler_recommend_only():
+    spec = api.parse_spec({"scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9/",
+                                       "scaleDownDelay": "0s"}})
+    state = controller.state_for({}, spec)
+    pods = [_pod(f"w-{i}", True) for i in range(4)]
+    result = controller.tick(state, spec, "speech", "assistant", 1_800_000_000.0, None, pods,
+                             {p["metadata"]["name"]: 3.0 for p in pods}, rival_autoscalers=("cpu", "asr-load"))
+    assert (result.scaling_active, result.condition_reason) == (False, "ConflictingAutoscaler")
+    assert "HorizontalPodAutoscaler asr-load, cpu also scales assistant-worker" in result.condition_message
+    assert result.withheld == "not applied, HorizontalPodAutoscaler asr-load, cpu scales assistant-worker"
+    assert result.message.startswith(result.withheld + ": ") and result.announce
+    # Deleted: the next tick applies again, and says so as a change from the running 4.
+    again = controller.tick(state, spec, "speech", "assistant", 1_800_000_015.0, None, pods,
+                            {p["metadata"]["name"]: 3.0 for p in pods})
+    assert again.withheld == "" and again.announce and again.decision.changed

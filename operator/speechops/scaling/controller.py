@@ -31,7 +31,7 @@ class ScalerState:
     forecaster: SeasonalForecaster | None = None
     fed_until: float = 0.0
     lead: float = 0.0
-    recommended: int | None = None     # dry run: the last replicas recommended (none applied)
+    recommended: int | None = None     # plan withheld: the last replicas recommended
 
     @classmethod
     def for_spec(cls, spec: PipelineSpec) -> "ScalerState":
@@ -51,14 +51,17 @@ class TickResult:
     forecast: Forecast | None
     history_points: int = 0
     pod_loads: tuple[PodLoad, ...] = field(default=())
-    dry_run: bool = False
-    # Worth an Event and a log line: the replicas change, or in a dry run the recommendation
-    # does (the fleet there follows something else, so it differs from it on most ticks).
+    # Why this tick's plan is not applied ("" = applied): a dry run, or another autoscaler
+    # on the worker Deployment.
+    withheld: str = ""
+    # Worth an Event and a log line: the replicas change, or, when the plan is withheld,
+    # the recommendation does (the fleet follows something else, so it differs from the
+    # recommendation on most ticks).
     announce: bool = False
 
     @property
     def message(self) -> str:
-        return f"dry run, not applied: {self.decision.message}" if self.dry_run else self.decision.message
+        return f"{self.withheld}: {self.decision.message}" if self.withheld else self.decision.message
 
     def status_patch(self, now_rfc3339: str) -> dict[str, Any]:
         d = self.decision
@@ -109,7 +112,11 @@ def pod_loads(pods: Sequence[Mapping[str, Any]], streams: Mapping[str, float | N
 
 def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now: float,
          source: PrometheusSource | None, pods: Sequence[Mapping[str, Any]],
-         pod_streams: Mapping[str, float | None], deployment_replicas: int | None = None) -> TickResult:
+         pod_streams: Mapping[str, float | None], deployment_replicas: int | None = None,
+         rival_autoscalers: Sequence[str] = ()) -> TickResult:
+    """One tick. `rival_autoscalers`: HorizontalPodAutoscalers that scale the worker
+    Deployment too; while one exists the scaler recommends only, as in a dry run, since
+    two controllers writing one replica count undo each other every few seconds."""
     cfg = state.config
     loads = pod_loads(pods, pod_streams)
     started = measured_start_time(pods)
@@ -163,16 +170,25 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                           deployment_replicas=deployment_replicas)
     decision = state.policy.decide(signals, forecast)
     plan = plan_replicas(loads, decision.replicas)
-    dry_run = spec.scaling.dry_run
-    if dry_run:
+    withheld = ""
+    if spec.scaling.dry_run:
+        withheld = "dry run, not applied"
+        message = f"{message or decision.message}; dryRun: recommending only, nothing applied"
+    elif rival_autoscalers:
+        rivals = ", ".join(sorted(rival_autoscalers))
+        worker = names.worker_deployment(name)
+        withheld = f"not applied, HorizontalPodAutoscaler {rivals} scales {worker}"
+        active, reason = False, "ConflictingAutoscaler"
+        message = (f"HorizontalPodAutoscaler {rivals} also scales {worker}: recommending only until it is "
+                   f"deleted (or set spec.scaling.dryRun: true to keep it)")
+    if withheld:
         announce = decision.replicas != (decision.previous if state.recommended is None else state.recommended)
         state.recommended = decision.replicas
-        message = f"{message or decision.message}; dryRun: recommending only, nothing applied"
     else:
         announce, state.recommended = decision.changed, None
     return TickResult(decision=decision, plan=plan, lead=lead, scaling_active=active, condition_reason=reason,
                       condition_message=message or decision.message, live_streams=live, forecast=forecast,
-                      history_points=points, pod_loads=tuple(loads), dry_run=dry_run, announce=announce)
+                      history_points=points, pod_loads=tuple(loads), withheld=withheld, announce=announce)
 
 
 def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:

@@ -6,8 +6,9 @@ the worker Deployment's replicas, the reserve Deployment's replicas, status and 
 ScalingActive condition, and one Event + log line when the replicas change.
 
 The operator creates both Deployments with minReplicas and never touches .spec.replicas
-again; from then on they are the scaler's. With spec.scaling.dryRun the scaler writes only
-status, events, logs and metrics: the replicas stay with whoever scales them today.
+again; from then on they are the scaler's. With spec.scaling.dryRun, or while a
+HorizontalPodAutoscaler also targets the worker Deployment, the scaler writes only status,
+events, logs and metrics: the replicas stay with whoever scales them today.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def read_streams(pods: list[dict]) -> dict[str, float | None]:
 def apply(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
           api_client: kubernetes.client.ApiClient, body: Any, patch: Any, status: dict, generation: int | None,
           logger: logging.Logger | logging.LoggerAdapter, worker_replicas: int | None = None) -> None:
-    """Writes one tick's result: the plan (none in a dry run), then metrics, status and
+    """Writes one tick's result: the plan (unless withheld), then metrics, status and
     condition, and an Event and log line when the tick has news."""
     plan = result.plan
-    if not result.dry_run:
+    if not result.withheld:
         _apply_plan(result, namespace=namespace, name=name, pods=pods, api_client=api_client, logger=logger,
                     worker_replicas=worker_replicas)
 
@@ -77,7 +78,7 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
         logs.decision(logger, f"{namespace}/{name}", d.reason, result.message, replicas=f"{d.previous}->{d.replicas}",
                       deployment_replicas=plan.replicas, reserve=d.reserve,
                       live_streams=result.live_streams, scaling_active=result.scaling_active,
-                      condition=result.condition_reason, **({"dry_run": True} if result.dry_run else {}))
+                      condition=result.condition_reason, **({"withheld": True} if result.withheld else {}))
 
 
 def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
@@ -143,9 +144,19 @@ def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment:
                                         _preload_content=False)
 
 
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def deployment_autoscalers(namespace: str, name: str, spec: dict, **_: Any) -> dict | None:
+    """HorizontalPodAutoscalers by the Deployment they scale, {(namespace, deployment): hpa}:
+    the timer reads it from memory instead of listing HPAs on every tick."""
+    target = spec.get("scaleTargetRef") or {}
+    if target.get("kind") == "Deployment" and target.get("name"):
+        return {(namespace, target["name"]): name}
+    return None
+
+
 @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=INTERVAL, initial_delay=1.0)
 def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, patch: Any, memo: Any,
-          logger: logging.Logger, meta: dict, **_: Any) -> None:
+          logger: logging.Logger, meta: dict, deployment_autoscalers: kopf.Index, **_: Any) -> None:
     try:
         parsed = api.parse_spec(spec)
     except api.SpecError as exc:
@@ -164,7 +175,8 @@ def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, patch:
     worker_replicas = read_replicas(apps, namespace, names.worker_deployment(name))
     source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
               if parsed.scaling.prometheus_url else None)
+    rivals = tuple(deployment_autoscalers.get((namespace, names.worker_deployment(name)), ()))
     result = controller.tick(state, parsed, namespace, name, time.time(), source, pods, streams,
-                             deployment_replicas=worker_replicas)
+                             deployment_replicas=worker_replicas, rival_autoscalers=rivals)
     apply(result, namespace=namespace, name=name, pods=pods, api_client=client, body=body, patch=patch,
           status=status or {}, generation=meta.get("generation"), logger=logger, worker_replicas=worker_replicas)
