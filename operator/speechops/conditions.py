@@ -14,6 +14,8 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_ACTIVE = "ScalingActive"
+# ScalingActive=False because a HorizontalPodAutoscaler scales the workers: not a fallback.
+CONFLICTING_AUTOSCALER = "ConflictingAutoscaler"
 
 
 def now_rfc3339() -> str:

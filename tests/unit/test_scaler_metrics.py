@@ -110,6 +110,9 @@ def test_an_hpa_on_the_workers_makes_the_scaler_recommend_only():
     assert "HorizontalPodAutoscaler asr-load, cpu also scales assistant-worker" in result.condition_message
     assert result.withheld == "not applied, HorizontalPodAutoscaler asr-load, cpu scales assistant-worker"
     assert result.message.startswith(result.withheld + ": ") and result.announce
+    registry = CollectorRegistry()
+    record_tick("speech", "assistant", result, pods, OperatorMetrics(registry))
+    assert not [k for k in _samples(registry) if k[0] == names.M_OP_SCALER_FALLBACKS]   # not a fallback
     # Deleted: the next tick applies again, and says so as a change from the running 4.
     again = controller.tick(state, spec, "speech", "assistant", 1_800_000_015.0, None, pods,
                             {p["metadata"]["name"]: 3.0 for p in pods})

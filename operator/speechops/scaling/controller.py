@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from speechops import names
+from speechops import conditions, names
 from speechops.api import PipelineSpec
 from speechops.scaling.forecast import Forecast, SeasonalForecaster, clean_history
 from speechops.scaling.policy import (Decision, DrainPlan, LiveSignals, PodLoad, Policy, PolicyConfig,
@@ -178,7 +178,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
         rivals = ", ".join(sorted(rival_autoscalers))
         worker = names.worker_deployment(name)
         withheld = f"not applied, HorizontalPodAutoscaler {rivals} scales {worker}"
-        active, reason = False, "ConflictingAutoscaler"
+        active, reason = False, conditions.CONFLICTING_AUTOSCALER
         message = (f"HorizontalPodAutoscaler {rivals} also scales {worker}: recommending only until it is "
                    f"deleted (or set spec.scaling.dryRun: true to keep it)")
     if withheld:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from speechops import names
+from speechops import conditions, names
 
 LABELS = ("namespace", "pipeline")
 
@@ -86,9 +86,11 @@ def _ready(pods: Iterable[Mapping[str, Any]]) -> int:
 def record_tick(namespace: str, pipeline: str, result: Any, pods: Iterable[Mapping[str, Any]],
                 metrics: OperatorMetrics | None = None) -> None:
     """One scaler tick (speechops.scaling.controller.TickResult) -> the gauges. A tick
-    that could not forecast (scaling_active False) counts as a fallback."""
+    that could not forecast (scaling_active False) counts as a fallback; one held back by
+    a HorizontalPodAutoscaler on the workers does not (its condition says so)."""
     decision = result.decision
     forecast = decision.forecast.expected if decision.forecast is not None else None
+    fell_back = not result.scaling_active and result.condition_reason != conditions.CONFLICTING_AUTOSCALER
     (metrics or default()).record(
         namespace, pipeline, desired=decision.replicas, ready=_ready(pods), placeholders=decision.reserve,
-        forecast_streams=forecast, fallback_reason=None if result.scaling_active else result.condition_reason)
+        forecast_streams=forecast, fallback_reason=result.condition_reason if fell_back else None)
