@@ -291,3 +291,38 @@ def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluste
     finally:
         for g in gateways.values():
             g.close()
+
+
+def test_a_scaler_that_starts_recommending_only_takes_back_its_drains(cluster, monkeypatch, kopf_registry):
+    # notes-a was told to drain before dryRun was set: nothing would remove it now, and
+    # it takes no new streams, so it is taken back into service.
+    kopf_registry("speechops.scaling.handlers")
+    ips = ["127.0.0.8", "127.0.0.9"]
+    port = free_port_on(ips)
+    monkeypatch.setenv("SPEECHOPS_GATEWAY_ADMIN_PORT", str(port))
+    cluster.put(CRD, pipeline("notes", {
+        "capacity": {"streamsPerReplica": 16, "minReplicas": 1, "maxReplicas": 10},
+        "scaling": {"mode": "reactive", "prometheusUrl": "http://127.0.0.1:9", "dryRun": True}}))
+    cluster.put("apps/v1/deployments", deployment("notes-worker", 2))
+    cluster.put("apps/v1/deployments", deployment("notes-reserve", 0))
+    gateways = {}
+    for (pod_name, streams), ip in zip({"notes-a": 3.0, "notes-b": 9.0}.items(), ips):
+        pod = worker_pod("notes", pod_name, ip)
+        if pod_name == "notes-a":
+            pod["metadata"]["annotations"] = {names.ANNOTATION_DRAINING: "true"}
+        cluster.put("v1/pods", pod)
+        gateways[pod_name] = Gateway(ip, port, "notes", streams)
+    try:
+        args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
+        with kopf.testing.KopfRunner(args, timeout=60) as runner:
+            wait_for(lambda: gateways["notes-a"].posts == ["/undrain"])
+            wait_for(lambda: names.ANNOTATION_DRAINING
+                     not in (cluster.get("v1/pods", "notes-a")["metadata"].get("annotations") or {}))
+            assert not gateways["notes-b"].posts
+            assert cluster.get("apps/v1/deployments", "notes-worker")["spec"]["replicas"] == 2
+        assert runner.exit_code == 0, runner.output
+        assert "pod notes-a taken back into service: the scaler only recommends now (dry run, not applied)" \
+            in runner.output
+    finally:
+        for g in gateways.values():
+            g.close()

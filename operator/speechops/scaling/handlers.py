@@ -64,6 +64,8 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     if not result.withheld:
         _apply_plan(result, namespace=namespace, name=name, pods=pods, api_client=api_client, logger=logger,
                     worker_replicas=worker_replicas)
+    else:
+        _release_drains(result, namespace=namespace, name=name, pods=pods, api_client=api_client, logger=logger)
 
     metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision
@@ -115,6 +117,20 @@ def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pod
     _set_replicas(apps, namespace, names.worker_deployment(name), plan.replicas, worker_replicas)
     _set_replicas(apps, namespace, names.reserve_deployment(name), result.decision.reserve,
                   read_replicas(apps, namespace, names.reserve_deployment(name)))
+
+
+def _release_drains(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
+                    api_client: kubernetes.client.ApiClient, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """A scaler that only recommends takes back the drains it started: a draining pod
+    takes no new streams, and nothing would ever remove it now."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    for load in result.pod_loads:
+        if load.draining and signals.request_undrain(by_name[load.name]):
+            _mark_draining(core, namespace, load.name, False)
+            logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
+                          f"pod {load.name} taken back into service: the scaler only recommends now "
+                          f"({result.withheld})", pod=load.name)
 
 
 def _mark_draining(core: kubernetes.client.CoreV1Api, namespace: str, pod_name: str, draining: bool) -> None:
