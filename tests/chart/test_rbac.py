@@ -30,6 +30,7 @@ import functools
 import importlib
 import inspect
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -208,10 +209,24 @@ def kopf_handler_resources() -> list[tuple[str, str, bool, str]]:
     """(group, plural, is_change_handler, handler) for every kopf handler the operator's modules
     register, read from kopf's own registry after importing them: this sees handlers
     registered in loops (`kopf.on.event(*resource)(fn)`) as well as decorators."""
-    for module, tree in _modules():
-        if any(isinstance(n, ast.Import) and any(a.name == "kopf" for a in n.names) for n in ast.walk(tree)):
-            importlib.import_module(f"speechops.{module}")
-    registry = kopf.get_default_registry()
+    # Into a fresh registry, (re)importing every module that registers handlers: a module
+    # first imported inside another test's throwaway registry (tests/conftest.py's
+    # kopf_registry) would otherwise be missing from the default one.
+    previous = kopf.get_default_registry()
+    kopf.set_default_registry(kopf.OperatorRegistry())
+    try:
+        for module, tree in _modules():
+            registers = any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "kopf"
+                            and n.attr in ("on", "timer", "daemon", "index") for n in ast.walk(tree))
+            if registers:
+                name = f"speechops.{module}"
+                if name in sys.modules:
+                    importlib.reload(sys.modules[name])
+                else:
+                    importlib.import_module(name)
+        registry = kopf.get_default_registry()
+    finally:
+        kopf.set_default_registry(previous)
     found = set()
     for attr, changes in (("_watching", False), ("_indexing", False), ("_changing", True), ("_spawning", True)):
         for handler in getattr(registry, attr).get_all_handlers():
