@@ -98,12 +98,8 @@ def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pod
             logs.decision(logger, f"{namespace}/{name}", "PodDraining",
                           f"pod {pod_name} told to drain before scale-down", pod=pod_name)
     for pod_name in plan.undrain:
-        if signals.request_undrain(by_name[pod_name]):
-            _mark_draining(core, namespace, pod_name, False)
-            logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
-                          f"pod {pod_name} taken back into service before it emptied (serves now; a new pod "
-                          f"would take a start)", pod=pod_name)
-        else:
+        if not _undrain(core, namespace, name, by_name[pod_name], logger,
+                        " before it emptied (serves now; a new pod would take a start)"):
             logs.decision(logger, f"{namespace}/{name}", "PodUndrainFailed",
                           f"pod {pod_name} did not answer POST /undrain: it keeps draining, retried next tick",
                           level=logging.WARNING, pod=pod_name)
@@ -126,11 +122,22 @@ def _release_drains(result: controller.TickResult, *, namespace: str, name: str,
     core = kubernetes.client.CoreV1Api(api_client)
     by_name = {p["metadata"]["name"]: p for p in pods}
     for load in result.pod_loads:
-        if load.draining and signals.request_undrain(by_name[load.name]):
-            _mark_draining(core, namespace, load.name, False)
-            logs.decision(logger, f"{namespace}/{name}", "PodUndrained",
-                          f"pod {load.name} taken back into service: the scaler only recommends now "
-                          f"({result.withheld})", pod=load.name)
+        if load.draining:
+            _undrain(core, namespace, name, by_name[load.name], logger,
+                     f": the scaler only recommends now ({result.withheld})")
+
+
+def _undrain(core: kubernetes.client.CoreV1Api, namespace: str, pipeline: str, pod: dict,
+             logger: logging.Logger | logging.LoggerAdapter, why: str) -> bool:
+    """Tells a draining pod's gateway to serve again and drops its draining mark; False
+    when the gateway did not answer (the mark stays, so the next tick tries again)."""
+    pod_name = pod["metadata"]["name"]
+    if not signals.request_undrain(pod):
+        return False
+    _mark_draining(core, namespace, pod_name, False)
+    logs.decision(logger, f"{namespace}/{pipeline}", "PodUndrained", f"pod {pod_name} taken back into service{why}",
+                  pod=pod_name)
+    return True
 
 
 def _mark_draining(core: kubernetes.client.CoreV1Api, namespace: str, pod_name: str, draining: bool) -> None:
