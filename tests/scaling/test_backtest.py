@@ -180,10 +180,10 @@ def test_unserved_episodes_name_the_jump_that_cost_most():
     capacity[205:207] = 400.0          # a pod arrives mid-way: still one episode
     demand[300:302] = 130.0            # a small one: 2 ticks short by 10
     demand[20:30] = 500.0              # in the warm-up: not scored
-    first, second = simulate.unserved_episodes(times, demand, capacity, 100, opts)
+    first, second = simulate.unserved_episodes(times, demand, capacity, 100, opts, lead=180.0)
     assert first["start"] == "2023-11-14T23:03:20+00:00"          # tick 200
     assert first["minutes"] == 5.0 and first["unserved_stream_minutes"] == pytest.approx(18 * 180 * 0.25)
     assert first["demand_before"] == 100.0 and first["demand_peak"] == 300.0
     assert second["unserved_stream_minutes"] == pytest.approx(2 * 10 * 0.25)
     assert first["share"] + second["share"] == pytest.approx(1.0, abs=1e-4)
-    assert simulate.unserved_episodes(times, demand, demand + 1, 0, opts) == []
+    assert simulate.unserved_episodes(times, demand, demand + 1, 0, opts, lead=180.0) == []

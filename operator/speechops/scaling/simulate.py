@@ -424,13 +424,13 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
 # -- where the unserved time went ----------------------------------------------------------
 
 def unserved_episodes(times: np.ndarray, demand: np.ndarray, capacity: np.ndarray, score_from: int,
-                      opts: Options, top: int = 3) -> list[dict]:
+                      opts: Options, lead: float, top: int = 3) -> list[dict]:
     """The largest stretches of unserved demand in the scored part, largest first.
 
     A stretch is a run of ticks with demand beyond capacity; runs less than one pod start
     apart are one episode (capacity that arrives mid-way does not end the event that
     called for it). Each says when it began (UTC), how long it lasted, its stream-minutes
-    and their share of the total, and the demand one lead time before against its peak:
+    and their share of the total, and the demand `lead` seconds before against its peak:
     a jump no forecast saw reads as a large ratio."""
     short = np.maximum(demand - capacity, 0.0)
     short[:score_from] = 0.0
@@ -442,11 +442,11 @@ def unserved_episodes(times: np.ndarray, demand: np.ndarray, capacity: np.ndarra
     breaks = np.flatnonzero(np.diff(ticks) > join)
     starts = np.concatenate(([ticks[0]], ticks[breaks + 1]))
     ends = np.concatenate((ticks[breaks], [ticks[-1]])) + 1
-    lead = max(int(round(max(opts.lead, opts.start_delay + opts.tick) / opts.tick)), 1)
+    lead_ticks = max(int(round(lead / opts.tick)), 1)
     episodes = []
     for lo, hi in zip(starts, ends):
         amount = float(short[lo:hi].sum())
-        before = float(demand[max(lo - lead, 0)])
+        before = float(demand[max(lo - lead_ticks, 0)])
         episodes.append({
             "start": datetime.datetime.fromtimestamp(float(times[lo]), datetime.timezone.utc).isoformat(),
             "minutes": round((hi - lo) * opts.tick / 60.0, 2),
@@ -493,6 +493,7 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
                                                 score_from, progress),
     }
     ours, hpa, oracle = results["speechops"], results["hpa"], results["oracle"]
+    lead = policy_config(opts, 1).lead_time    # what the policies ran with (at least a pod start + a tick)
     ratios = {
         "unserved_vs_hpa": _ratio(ours.unserved_stream_minutes, hpa.unserved_stream_minutes),
         "pod_hours_vs_hpa": _ratio(ours.pod_hours, hpa.pod_hours),
@@ -515,10 +516,9 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         "results": {k: v.summary() for k, v in results.items()},
         "ratios": {k: (round(v, 4) if math.isfinite(v) else None) for k, v in ratios.items()},
         "targets_met": checks, "all_targets_met": all(checks.values()),
-        "speechops_unserved_episodes": unserved_episodes(times, demand, ours.capacity, score_from, opts),
+        "speechops_unserved_episodes": unserved_episodes(times, demand, ours.capacity, score_from, opts, lead),
         # For the plot; not part of the JSON.
-        "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from,
-                    "lead": policy_config(opts, 1).lead_time},
+        "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from, "lead": lead},
     }
 
 
