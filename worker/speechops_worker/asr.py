@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from speechops.catalog import SAMPLE_RATE
+from speechops_worker.gateway.transcript import norm
 
 N_FFT = 400
 HOP = 160
@@ -98,7 +99,7 @@ def drop_repeated_tail(text: str, similarity: float = 0.6, min_words: int = 3) -
     only half of these loops and cost a second decode; the first copy is the transcript."""
     if similarity <= 0:
         return text
-    tokens = [(m.start(), m.group(), re.sub(r"[^a-z0-9']", "", m.group().lower())) for m in re.finditer(r"\S+", text)]
+    tokens = [(m.start(), m.group(), norm(m.group())) for m in re.finditer(r"\S+", text)]
     tokens = [token for token in tokens if token[2]]
     words = [word for _, _, word in tokens]
     for k in range(min_words, len(words) - min_words + 1):
