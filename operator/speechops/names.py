@@ -49,6 +49,7 @@ GATEWAY_ADMIN_PORT = 9400    # /metrics, /healthz, /readyz, POST /drain
 
 # Gateway metrics (Prometheus). Every series carries labels `namespace` and `pipeline`.
 M_ACTIVE_STREAMS = "speechops_active_streams"                # gauge
+M_STREAMS_STARTED = "speechops_streams_started_total"        # counter: streams admitted (arrivals)
 M_FRAMES = "speechops_frames_total"                          # counter{direction=in|out}
 M_BACKLOG = "speechops_frame_backlog"                        # gauge: frames queued, not yet sent to Triton
 M_STAGE_LATENCY = "speechops_stage_latency_seconds"          # histogram{stage}

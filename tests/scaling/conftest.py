@@ -22,6 +22,7 @@ import pytest
 NAMESPACE, PIPELINE = "speech", "callcenter"
 HISTORY_DAYS = 15
 STEP = 60
+STREAM_SECONDS = 240       # the arrivals backfilled beside the demand imply this duration
 
 
 def free_port() -> int:
@@ -38,12 +39,32 @@ def demand_at(t: np.ndarray) -> np.ndarray:
     return np.where(weekday >= 5, 0.4 * shape, shape)
 
 
+def _started_counters(times: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """The gateways' speechops_streams_started_total, consistent with the demand (arrivals =
+    demand / STREAM_SECONDS) and split over three pods: worker-a throughout, worker-b
+    restarted (its counter back to 0) two days before the end, worker-c started one day
+    before it, so that a few days' replay sees both."""
+    restart, born = times[-1] - 2 * 86400, times[-1] - 86400
+    pods = np.where(times >= born, 3, 2)                  # the traffic splits over the pods there are
+    per_pod = rng.poisson(demand_at(times) * STEP / STREAM_SECONDS / pods, size=(3, len(times)))
+    lines = ["# TYPE speechops_streams_started counter"]
+    for pod, counts in zip(("worker-a", "worker-b", "worker-c"), per_pod):
+        keep = times >= born if pod == "worker-c" else np.ones(len(times), bool)
+        total = np.cumsum(np.where(keep, counts, 0))
+        if pod == "worker-b":
+            total = np.where(times >= restart, total - total[times < restart][-1], total)
+        series = f'speechops_streams_started_total{{namespace="{NAMESPACE}",pipeline="{PIPELINE}",pod="{pod}"}}'
+        lines += [f"{series} {v} {t:.0f}" for t, v, k in zip(times, total, keep) if k]
+    return lines
+
+
 @dataclass(frozen=True)
 class PrometheusServer:
     url: str
     end: float            # time of the last backfilled sample
     namespace: str = NAMESPACE
     pipeline: str = PIPELINE
+    stream_seconds: float = STREAM_SECONDS    # what the backfilled arrivals and demand imply
     demand: Callable[[np.ndarray], np.ndarray] = demand_at
 
 
@@ -60,6 +81,7 @@ def prometheus(tmp_path_factory) -> PrometheusServer:
     series = f'speechops_active_streams{{namespace="{NAMESPACE}",pipeline="{PIPELINE}"}}'
     lines = ["# TYPE speechops_active_streams gauge"]
     lines += [f"{series} {max(v, 0):.0f} {t:.0f}" for t, v in zip(times, values)]
+    lines += _started_counters(times, rng)
     lines += ["# TYPE speechops_frame_backlog gauge", f'speechops_frame_backlog{{namespace="{NAMESPACE}",pipeline="{PIPELINE}"}} 0 {end:.0f}', "# EOF"]
     (root / "history.om").write_text("\n".join(lines) + "\n")
     data = root / "data"

@@ -198,7 +198,9 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
             status = wait_for(lambda: cluster.get(CRD, prometheus.pipeline)["status"].get("forecast")
                               and cluster.get(CRD, prometheus.pipeline)["status"])
             forecast = status["forecast"]
-            need = max(math.ceil(forecast["upper"] / (16 * 0.8) - 1e-9), 2)
+            # The policy's rule: the expected demand at 80% of capacity, the band's top at 90%.
+            need = max(math.ceil(forecast["expected"] / (16 * 0.8) - 1e-9),
+                       math.ceil(forecast["upper"] / (16 * 0.9) - 1e-9), 2)
             assert status["desiredReplicas"] >= need
             assert forecast["horizonSeconds"] == 180 and forecast["reason"].startswith("forecast ")
             cond = next(c for c in status["conditions"] if c["type"] == "ScalingActive")

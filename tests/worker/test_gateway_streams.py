@@ -368,6 +368,7 @@ async def test_admin_endpoints_report_metrics_readiness_and_drain(triton_server)
         assert 'speechops_frames_total{direction="in",namespace="local",pipeline="vad"}' in metrics
         assert 'speechops_stage_latency_seconds_count{namespace="local",pipeline="vad",stage="vad"}' in metrics
         for series in ('speechops_active_streams{namespace="local",pipeline="vad"} 0.0',
+                       'speechops_streams_started_total{namespace="local",pipeline="vad"} 1.0',
                        'speechops_frame_backlog{namespace="local",pipeline="vad"}',
                        'speechops_rejected_streams_total', 'speechops_draining'):
             assert series in metrics, series

@@ -57,23 +57,40 @@ def queries_for(overrides: Mapping[str, str], namespace: str, pipeline: str) -> 
     return {k: render_query(v, namespace, pipeline) for k, v in merged.items()}
 
 
-def _sum_series(result: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Range result -> (times, values) summed over series. Raises PrometheusGarbage on a
-    shape that is not a Prometheus matrix."""
+def _matrix(result: Any, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Range result -> one (times, values) per series, finite points only. Raises
+    PrometheusGarbage on a shape that is not a Prometheus matrix."""
     if not isinstance(result, list):
         raise SignalError("PrometheusGarbage", f"{what}: expected a list of series, got {type(result).__name__}")
-    acc: dict[float, float] = {}
+    out = []
     for series in result:
         values = series.get("values") if isinstance(series, dict) else None
         if not isinstance(values, list):
             raise SignalError("PrometheusGarbage", f"{what}: a series without 'values'")
-        for point in values:
-            try:
-                t, v = float(point[0]), float(point[1])
-            except (TypeError, ValueError, IndexError):
-                raise SignalError("PrometheusGarbage", f"{what}: unreadable point {point!r}") from None
-            if math.isfinite(v):
-                acc[t] = acc.get(t, 0.0) + v
+        try:
+            points = [(float(p[0]), float(p[1])) for p in values]
+        except (TypeError, ValueError, IndexError):
+            bad = next(p for p in values if not _readable(p))
+            raise SignalError("PrometheusGarbage", f"{what}: unreadable point {bad!r}") from None
+        points = [(t, v) for t, v in points if math.isfinite(v)]
+        out.append((np.array([t for t, _ in points]), np.array([v for _, v in points])))
+    return out
+
+
+def _readable(point: Any) -> bool:
+    try:
+        float(point[0]), float(point[1])
+    except (TypeError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _sum_series(result: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Range result -> (times, values) summed over series."""
+    acc: dict[float, float] = {}
+    for times, values in _matrix(result, what):
+        for t, v in zip(times.tolist(), values.tolist()):
+            acc[t] = acc.get(t, 0.0) + v
     times = np.array(sorted(acc))
     return times, np.array([acc[t] for t in times])
 
@@ -122,21 +139,37 @@ class PrometheusSource:
             raise SignalError("PrometheusGarbage", f"{what}: {str(exc)[:200]}") from None
 
     def history(self, query: str, start: float, end: float, step: float = STEP) -> tuple[np.ndarray, np.ndarray]:
-        """query_range over [start, end] at `step`, in chunks Prometheus accepts."""
+        """query_range over [start, end] at `step`, in chunks Prometheus accepts, summed over series."""
         times, values = [], []
+        for result in self._ranges(query, start, end, step):
+            t, v = _sum_series(result, "history")
+            times.append(t)
+            values.append(v)
+        if not times:
+            return np.array([]), np.array([])
+        return np.concatenate(times), np.concatenate(values)
+
+    def history_by_series(self, query: str, start: float, end: float,
+                          step: float = STEP) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Like `history`, one (times, values) per series (by its labels) instead of their sum:
+        counters must be differenced per series, before a sum hides one pod's reset."""
+        merged: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for result in self._ranges(query, start, end, step):
+            labels = [tuple(sorted((s.get("metric") or {}).items())) if isinstance(s, dict) else () for s in
+                      (result if isinstance(result, list) else [])]
+            for key, series in zip(labels, _matrix(result, "history")):
+                merged.setdefault(key, []).append(series)
+        return [(np.concatenate([t for t, _ in parts]), np.concatenate([v for _, v in parts]))
+                for parts in merged.values()]
+
+    def _ranges(self, query: str, start: float, end: float, step: float):
         chunk = step * MAX_POINTS
         lo = start
         while lo < end:
             hi = min(lo + chunk, end)
-            result = self._call(lambda: self.client.custom_query_range(
+            yield self._call(lambda: self.client.custom_query_range(
                 query, start_time=_dt(lo), end_time=_dt(hi), step=f"{step:g}"), "history")
-            t, v = _sum_series(result, "history")
-            times.append(t)
-            values.append(v)
             lo = hi + step
-        if not times:
-            return np.array([]), np.array([])
-        return np.concatenate(times), np.concatenate(values)
 
     def instant(self, query: str, what: str) -> float | None:
         return _instant_value(self._call(lambda: self.client.custom_query(query), what), what)

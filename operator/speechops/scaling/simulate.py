@@ -40,8 +40,10 @@ import numpy as np
 
 from speechops.api import Scaling, parse_duration
 from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
+from speechops.scaling import replay
 from speechops.scaling.plot import PlotUnavailable, plot_backtest, require_matplotlib
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
+from speechops.scaling.signals import STEP, PrometheusSource, SignalError
 
 TICK = 15.0
 
@@ -546,6 +548,16 @@ def format_table(report: dict) -> str:
     lines = [f"{report['trace']}: {report['scored_ticks']} scored ticks of {report['ticks']}, "
              f"demand mean {report['mean_demand_streams']:.0f} peak {report['peak_demand_streams']:.0f} streams",
              f"  {'policy':<16} {'unserved st-min':>16} {'pod-hours':>12} {'cut':>8} {'events':>7}"]
+    src = report.get("source")
+    if src:
+        gap = "" if src["replay_gap"] is None else (
+            f"; replayed, they are within {100 * src['replay_gap']:.0f}% of the streams the gateways counted "
+            f"(mean absolute gap)")
+        how = "Little's law" if src["duration_from"] == "littles_law" else "--duration"
+        days = src["history_seconds"] / 86400
+        lines.insert(1, f"  {days:g} day{'' if days == 1 else 's'} of arrivals from {src['prometheus']}, "
+                        f"{src['arrivals_per_second']:g}/s; streams last {report['options']['duration']:.0f} s "
+                        f"({how}){gap}")
     for name in POLICIES:
         s = r[name]
         lines.append(f"  {name:<16} {s['unserved_stream_minutes']:>16.1f} {s['pod_hours']:>12.1f} "
@@ -571,10 +583,50 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def observed_fit(trace: Trace, opts: Options, times: np.ndarray, streams: np.ndarray) -> float | None:
+    """How closely the replay follows the streams a pipeline really had: the mean absolute
+    gap between the concurrency replayed from `trace` (every stream lasting opts.duration)
+    and `streams` counted at `times`, as a share of their mean. The first duration is left
+    out: the replay does not know the streams opened before the trace began."""
+    tick_times, _, demand, _ = prepare(trace, opts)
+    ends = tick_times + opts.tick            # demand[i]: streams open at the end of tick i
+    keep = (times >= trace.times[0] + opts.duration) & (times <= ends[-1])
+    if not keep.any() or streams[keep].mean() <= 0:
+        return None
+    return float(np.mean(np.abs(np.interp(times[keep], ends, demand) - streams[keep])) / streams[keep].mean())
+
+
+def _from_prometheus(args: argparse.Namespace, duration: float | None) -> tuple[Trace, float, dict]:
+    """The pipeline's arrivals from Prometheus as a trace, the stream duration to replay them
+    with (Little's law unless given), and what the report says of where they came from."""
+    namespace, _, pipeline = args.pipeline.partition("/")
+    if not namespace or not pipeline or "/" in pipeline:
+        raise ValueError(f"--pipeline must be NAMESPACE/NAME, got {args.pipeline!r}")
+    end = math.floor(time.time() / STEP) * STEP
+    start = end - parse_duration(args.history)
+    history = replay.fetch(PrometheusSource(args.prometheus, timeout=30.0), namespace, pipeline, start, end)
+    trace = Trace(name=history.name, times=history.times, values=history.arrivals, step=history.step)
+    if args.save_trace:
+        replay.save_trace(history, args.save_trace)
+    derived = history.littles_law_duration()
+    source = {"prometheus": args.prometheus, "pipeline": history.name, "history_seconds": end - start,
+              "arrivals_per_second": round(history.arrival_rate, 4),
+              "littles_law_duration_seconds": round(derived, 1),
+              "duration_from": "--duration" if duration is not None else "littles_law",
+              "streams": (history.streams_times, history.streams)}
+    return trace, (duration if duration is not None else max(derived, TICK)), source
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="speechops backtest", description=__doc__.split("\n\n")[0])
-    ap.add_argument("trace", help="CSV of timestamp,value arrivals (any fixed step; gaps allowed)")
-    ap.add_argument("--duration", default="240s", help="mean stream duration (default 240s)")
+    ap.add_argument("trace", nargs="?", help="CSV of timestamp,value arrivals (any fixed step; gaps allowed)")
+    ap.add_argument("--prometheus", metavar="URL",
+                    help="replay a running pipeline's own arrivals from this Prometheus instead of a CSV")
+    ap.add_argument("--pipeline", metavar="NAMESPACE/NAME", help="the pipeline to replay (with --prometheus)")
+    ap.add_argument("--history", default="14d", help="how far back to read, with --prometheus (default 14d)")
+    ap.add_argument("--save-trace", metavar="CSV", help="with --prometheus: also write the arrivals as a trace CSV")
+    ap.add_argument("--duration", help="mean stream duration (default 240s; with --prometheus, Little's law: "
+                                       "mean open streams / arrival rate)")
     ap.add_argument("--capacity", type=int, default=16, help="streams one pod serves (default 16)")
     ap.add_argument("--util", type=float, default=0.8, help="target utilisation (default 0.8)")
     ap.add_argument("--start-delay", default="120s", help="pod creation to ready (default 120s)")
@@ -596,7 +648,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="progress bar on stderr (default: when stderr is a terminal)")
     args = ap.parse_args(argv)
     try:
-        opts = Options(duration=parse_duration(args.duration), capacity=args.capacity, util=args.util,
+        if (args.trace is None) == (args.prometheus is None):
+            raise ValueError("give either a trace CSV or --prometheus URL --pipeline NAMESPACE/NAME")
+        if args.prometheus and not args.pipeline:
+            raise ValueError("--prometheus needs --pipeline NAMESPACE/NAME")
+        if args.trace and (args.pipeline or args.save_trace):
+            raise ValueError("--pipeline and --save-trace go with --prometheus")
+        duration = None if args.duration is None else parse_duration(args.duration)
+        source: dict = {}
+        if args.prometheus:
+            trace, duration, source = _from_prometheus(args, duration)
+        else:
+            trace, duration = load_trace(args.trace), (240.0 if duration is None else duration)
+        opts = Options(duration=duration, capacity=args.capacity, util=args.util,
                        start_delay=parse_duration(args.start_delay), scale=args.scale, gap=args.gap,
                        lead=parse_duration(args.lead), scale_down_delay=parse_duration(args.scale_down_delay),
                        scale_down_max_percent=args.scale_down_max_percent,
@@ -610,15 +674,17 @@ def main(argv: list[str] | None = None) -> int:
                                      "--scale-down-max-percent must be in 1..100")) if not ok]
         if problems:
             raise ValueError("; ".join(problems))
-        trace = load_trace(args.trace)
         if args.plot:
             require_matplotlib()
-    except (ValueError, TraceError, PlotUnavailable) as exc:
+    except (ValueError, TraceError, PlotUnavailable, SignalError) as exc:
         print(f"speechops backtest: {exc}", file=sys.stderr)
         return 2
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.monotonic()
     report = backtest(trace, opts, progress=progress)
+    if source:
+        fit = observed_fit(trace, opts, *source.pop("streams"))
+        report["source"] = {**source, "replay_gap": None if fit is None else round(fit, 4)}
     report["seconds"] = round(time.monotonic() - started, 1)
     if args.plot:
         write_plot(args.plot, report)

@@ -21,6 +21,10 @@ class GatewayMetrics:
         r = self.registry
         # prometheus_client appends _total to counters itself; strip it from the shared names.
         self.active_streams = Gauge(names.M_ACTIVE_STREAMS, "Open streams", base, registry=r)
+        # Arrivals, which open streams alone do not give: `speechops backtest --prometheus`
+        # replays them, with the duration Little's law derives from the two.
+        self.streams_started = Counter(names.M_STREAMS_STARTED.removesuffix("_total"), "Streams admitted", base,
+                                       registry=r)
         self.frames = Counter(names.M_FRAMES.removesuffix("_total"), "Audio frames in, events out", base + ["direction"], registry=r)
         self.backlog = Gauge(names.M_BACKLOG, "Audio chunks received and not yet through VAD in Triton", base, registry=r)
         self.model_backlog = Gauge("speechops_model_backlog_rows", "Rows queued in the gateway per model, not yet sent",

@@ -128,6 +128,7 @@ class Session:
             "final": m.final_latency.labels(*lbl),
         }
         m.active_streams.labels(*lbl).inc()
+        m.streams_started.labels(*lbl).inc()
         self.gw.level_gauge(req.pipeline, self.level, +1)
         self.started_at = time.monotonic()
         streams = self.plan.spec.streams
