@@ -2,6 +2,7 @@
 Prometheus (the session fixture backfills 15 days of them), replayed through the policies."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,21 @@ def test_a_trace_and_prometheus_together_are_refused(tmp_path, capsys):
 def test_unreachable_prometheus_is_reported(capsys):
     assert simulate.main(["--prometheus", "http://127.0.0.1:9", "--pipeline", "a/b"]) == 2
     assert "http://127.0.0.1:9 unreachable" in capsys.readouterr().err
+
+
+def test_a_pipeline_manifest_sets_the_policy_and_names_the_pipeline(prometheus, tmp_path, capsys):
+    """--spec: the manifest's tier, capacity, utilisation and scaling settings, and its
+    namespace/name as the pipeline to read; a flag still wins over the manifest."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "callcenter-realtime-asr.yaml"
+    report = run_json(capsys, "--prometheus", prometheus.url, "--spec", str(example), "--history", "1d",
+                      "--scale-down-delay", "2m")
+    assert report["trace"] == "speech/callcenter"
+    options = report["options"]
+    assert (options["capacity"], options["util"], options["headroom_sigmas"]) == (200, 0.7, 2.5)   # realtime
+    assert (options["lead"], options["scale_down_delay"]) == (240.0, 120.0)
+    assert report["source"]["history_seconds"] == 86400
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(example.read_text().replace("streamsPerReplica: 200", "streamsPerReplica: lots"))
+    assert simulate.main(["--prometheus", prometheus.url, "--spec", str(broken)]) == 2
+    assert "spec.capacity.streamsPerReplica" in capsys.readouterr().err
