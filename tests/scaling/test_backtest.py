@@ -70,11 +70,12 @@ def test_fleet_drains_instead_of_cutting():
     arrivals = np.full(200, 4.0)
     fleet = simulate.Fleet(arrivals, Options(), initial=10)
     demand = concurrency(arrivals, 16)
-    assert fleet.set_target(100, 6, demand[100], drain=True) == 0.0
+    fleet.apply(100, 6, 6, demand[100])
     assert fleet.n_draining() == 4 and fleet.draining_streams(100) == pytest.approx(64 * 4 / 10)
     fleet.advance(100 + 16)
-    assert fleet.n_draining() == 0            # empty once the youngest stream ended
-    cut = simulate.Fleet(arrivals, Options(), initial=10).set_target(100, 6, demand[100], drain=False)
+    fleet.apply(116, 6, 6, demand[116])
+    assert (fleet.n_draining(), fleet.spares, fleet.n_alive()) == (0, 0, 6)   # empty once the youngest stream ended
+    cut = simulate.Fleet(arrivals, Options(), initial=10).set_target(100, 6, demand[100])
     assert cut == pytest.approx(64 * 4 / 10)
 
 
@@ -82,12 +83,26 @@ def test_fleet_scale_up_takes_draining_pods_back_before_starting_new_ones():
     arrivals = np.full(200, 4.0)
     demand = concurrency(arrivals, 16)
     fleet = simulate.Fleet(arrivals, Options(), initial=10)
-    fleet.set_target(100, 6, demand[100], drain=True)
-    fleet.set_target(104, 9, demand[104], drain=True)
+    fleet.apply(100, 6, 6, demand[100])
+    fleet.apply(104, 9, 9, demand[104])
     assert (fleet.serving, fleet.n_draining(), fleet.n_starting()) == (9, 1, 0)   # ready at once
     assert fleet.draining_streams(104) == pytest.approx(64 * 1 / 10 * 12 / 16)      # the one left drains on
-    fleet.set_target(105, 12, demand[105], drain=True)
+    fleet.apply(105, 12, 12, demand[105])
     assert (fleet.serving, fleet.n_draining(), fleet.n_starting()) == (10, 0, 2)  # then new pods
+
+
+def test_fleet_keeps_drained_pods_as_spares_and_frees_them_at_once():
+    arrivals = np.full(200, 4.0)
+    demand = concurrency(arrivals, 16)
+    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    fleet.apply(100, 6, 10, demand[100])              # 6 serve, 4 drain while the fleet still wants them
+    assert (fleet.serving, fleet.n_draining(), fleet.n_alive()) == (6, 4, 10)
+    fleet.advance(116)
+    assert (fleet.n_draining(), fleet.spares) == (0, 4)   # emptied, still running
+    fleet.apply(116, 6, 7, demand[116])               # the fleet shrinks: three spares go in the same tick
+    assert (fleet.serving, fleet.spares, fleet.n_alive()) == (6, 1, 7)
+    fleet.apply(117, 8, 8, demand[117])               # demand rises: the spare serves, one new pod starts
+    assert (fleet.serving, fleet.spares, fleet.n_starting()) == (7, 0, 1)
 
 
 @needs_traces

@@ -125,6 +125,23 @@ def test_the_limit_lifted_goes_straight_to_what_demand_needs():
     assert (d.replicas, d.reason) == (1, "ScaleDown")
 
 
+def test_what_the_next_tick_does_not_need_waits_as_warm_spares():
+    # The fleet is sized for the lead time (ceil(95 / 9) = 11), but the next tick needs
+    # ceil(40 / 8) = 5 serving: 6 pods drain and stay, taken back at once if demand rises.
+    near = replace(fc(38, 40), horizon=15.0)
+    d = Policy(CFG).decide(sig(replicas=5, streams=36), fc(60, 95), near)
+    assert (d.replicas, d.serving) == (11, 5)
+    assert d.message.endswith("scaling 5→11, 6 of them warm spares")
+    # Live streams beyond the near forecast serve all the same.
+    assert Policy(CFG).decide(sig(replicas=5, streams=70), fc(60, 95), near).serving == 9
+    # No near forecast, reactive mode, or spares turned off: every pod serves.
+    assert Policy(CFG).decide(sig(replicas=5, streams=36), fc(60, 95)).serving == 11
+    assert Policy(replace(CFG, warm_spares=False)).decide(sig(replicas=5, streams=36), fc(60, 95), near).serving == 11
+    reactive = replace(CFG, mode="reactive")
+    assert Policy(reactive).decide(sig(replicas=5, streams=36), fc(60, 95), near).serving == 5 == \
+        Policy(reactive).decide(sig(replicas=5, streams=36), fc(60, 95), near).replicas
+
+
 def pod(name, streams, ready=True, draining=False):
     return PodLoad(name=name, streams=streams, ready=ready, draining=draining)
 
@@ -150,13 +167,37 @@ def test_plan_replicas(pods, target, replicas, drain, remove):
     ([pod("a", 5), pod("b", 3, draining=True)], 2, 2, ("b",)),                     # back at once, no new pod
     ([pod("a", 5), pod("b", 3, draining=True)], 3, 3, ("b",)),                     # back, and one new pod
     ([pod("a", 5), pod("b", 1, draining=True), pod("c", 7, draining=True)], 2, 3, ("c",)),  # fullest first
-    ([pod("a", 5), pod("b", 0, draining=True)], 2, 2, ()),                         # empty: being removed, new pod
+    ([pod("a", 5), pod("b", 0, draining=True)], 2, 2, ("b",)),                     # empty spare: back, no new pod
+    ([pod("a", 5), pod("b", 0, draining=True), pod("c", 4, draining=True)], 2, 2, ("c",)),  # streams first
     ([pod("a", 5), pod("b", 3, draining=True)], 1, 2, ()),                         # no need: keeps draining
-], ids=["revive", "revive-and-add", "fullest-first", "empty-not-revived", "no-need"])
+], ids=["revive", "revive-and-add", "fullest-first", "empty-spare-revived", "spares-last", "no-need"])
 def test_scale_up_takes_draining_pods_back_first(pods, target, replicas, undrain):
     plan = plan_replicas(pods, target)
     assert (plan.replicas, plan.undrain, plan.drain) == (replicas, undrain, ())
     assert all(plan.costs[name] < DRAINING_COST for name in undrain)
+
+
+@pytest.mark.parametrize("pods, serving, keep, replicas, drain, undrain, remove", [
+    # Two serve, three wanted: the emptiest ready pod drains now and is kept as a spare.
+    ([pod("a", 5), pod("b", 3), pod("c", 1)], 2, 3, 3, ("c",), (), ()),
+    # A spare that has emptied stays while the fleet wants it.
+    ([pod("a", 5), pod("b", 3), pod("c", 0, draining=True)], 2, 3, 3, (), (), ()),
+    # The fleet shrinks: an empty spare goes at once; a draining pod with streams waits.
+    ([pod("a", 5), pod("b", 3), pod("c", 0, draining=True), pod("d", 2, draining=True)], 2, 3, 3, (), (), ("c",)),
+    # Demand rises: spares serve again at once, and the fleet grows by a new pod.
+    ([pod("a", 5), pod("c", 0, draining=True)], 2, 3, 3, (), ("c",), ()),
+    # Fewer wanted than run: spares go before pods still starting.
+    ([pod("a", 5), pod("n", None, ready=False), pod("c", 0, draining=True)], 1, 2, 2, (), (), ("c",)),
+], ids=["drain-to-spare", "spare-kept", "shrink-spare-first", "spare-serves-again", "spare-before-starting"])
+def test_pods_beyond_the_serving_target_are_drained_and_kept_as_spares(pods, serving, keep, replicas, drain, undrain,
+                                                                       remove):
+    plan = plan_replicas(pods, serving, keep)
+    assert (plan.replicas, plan.drain, plan.undrain, plan.remove) == (replicas, drain, undrain, remove)
+    for name in remove:
+        assert plan.costs[name] == REMOVABLE_COST
+    for p in pods:    # a kept spare is not protected like a streaming one: it goes first next time
+        if p.draining and p.streams == 0 and p.name not in set(remove) | set(undrain):
+            assert plan.costs[p.name] == 0
 
 
 def test_deletion_costs_put_removable_pods_first_and_streaming_draining_pods_last():

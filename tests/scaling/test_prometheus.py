@@ -55,7 +55,9 @@ def test_tick_forecasts_from_two_weeks_and_sizes_replicas(prometheus):
     assert f.upper >= f.expected
     # Pods started in 90 s here, so the spec's 180 s lead stands.
     assert result.lead == 180
-    need = max(math.ceil(max(f.upper, result.live_streams) / (16 * 0.8) - 1e-9), 1)
+    # The policy's rule: expected demand and live streams at 80% of capacity, the band's top at 90%.
+    need = max(math.ceil(max(f.expected, result.live_streams) / (16 * 0.8) - 1e-9),
+               math.ceil(f.upper / (16 * 0.9) - 1e-9), 1)
     assert result.decision.replicas == max(need, 2) or result.decision.replicas == need
     status = result.status_patch("2026-01-01T00:00:00Z")
     assert status["desiredReplicas"] == result.decision.replicas

@@ -126,7 +126,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
         state.forecaster, state.fed_until, state.lead = None, 0.0, lead
 
     live = backlog = None
-    forecast = None
+    forecast = near = None
     active, reason, message = True, "Forecasting", ""
     points = 0
     if cfg.mode == "fixed":
@@ -142,6 +142,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                 points = _feed_history(state, source, q["streams"], now, spec.scaling.history)
                 if state.forecaster is not None and state.forecaster.observations:
                     forecast = state.forecaster.predict(now, lead)
+                    near = state.forecaster.predict(now, TICK)
                     span = forecast.history / 3600
                     message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
                                if span >= 24 else f"partial history ({span:.1f}h): seasonal profile not used yet")
@@ -163,13 +164,11 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     elif live is None and not active:
         message += "; no live stream counts either: holding replicas"
 
-    draining = sum(1 for p in loads if p.draining)
-    serving_now = max(len(loads) - draining, 0)
-    signals = LiveSignals(now=now, replicas=serving_now, active_streams=live, backlog_frames=backlog,
+    signals = LiveSignals(now=now, replicas=len(loads), active_streams=live, backlog_frames=backlog,
                           ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
                           deployment_replicas=deployment_replicas)
-    decision = state.policy.decide(signals, forecast)
-    plan = plan_replicas(loads, decision.replicas)
+    decision = state.policy.decide(signals, forecast, near)
+    plan = plan_replicas(loads, decision.serving, decision.replicas)
     withheld = ""
     if spec.scaling.dry_run:
         withheld = "dry run, not applied"

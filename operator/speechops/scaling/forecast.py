@@ -155,6 +155,7 @@ class SeasonalForecaster:
         # Signed relative errors of the blend at the lead time, (actual - forecast) / scale, and when.
         self._error_times: deque[float] = deque()
         self._errors: deque[float] = deque()
+        self._quantile_cache: tuple[tuple | None, float] = (None, 0.0)
         # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
         self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
         self.profile = SeasonalProfile()
@@ -255,8 +256,12 @@ class SeasonalForecaster:
             self._errors.popleft()
         level = max(expected, 1.0)
         if self.band == "quantile" and len(self._errors) >= 20:
-            errs = np.fromiter(self._errors, dtype=float, count=len(self._errors))
-            return max(_quantile(errs, self.quantile), 0.0) * math.sqrt(level)
+            # The policy asks twice a tick (at the lead time and one tick ahead): one sort.
+            key = (self.t, len(self._errors))
+            if self._quantile_cache[0] != key:
+                errs = np.fromiter(self._errors, dtype=float, count=len(self._errors))
+                self._quantile_cache = (key, max(_quantile(errs, self.quantile), 0.0))
+            return self._quantile_cache[1] * math.sqrt(level)
         return self.band_sigmas * self.sigma() * level
 
     def sigma(self) -> float:

@@ -96,10 +96,11 @@ def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pod
         if signals.request_drain(by_name[pod_name]):
             _mark_draining(core, namespace, pod_name, True)
             logs.decision(logger, f"{namespace}/{name}", "PodDraining",
-                          f"pod {pod_name} told to drain before scale-down", pod=pod_name)
+                          f"pod {pod_name} told to drain: no new streams; it goes once empty, or waits empty "
+                          f"as a warm spare while the forecast still wants it", pod=pod_name)
     for pod_name in plan.undrain:
         if not _undrain(core, namespace, name, by_name[pod_name], logger,
-                        " before it emptied (serves now; a new pod would take a start)"):
+                        " (serves at once; a new pod would take a start)"):
             logs.decision(logger, f"{namespace}/{name}", "PodUndrainFailed",
                           f"pod {pod_name} did not answer POST /undrain: it keeps draining, retried next tick",
                           level=logging.WARNING, pod=pod_name)

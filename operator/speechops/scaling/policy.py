@@ -21,6 +21,13 @@ Rules, in order:
    unserved stream-minutes, and halving at most per 10 minutes cut that to 0.06x the HPA's
    for 0.2% more pod-hours. A slow decline (a daily cycle) never reaches the limit.
 6. no data at all: hold the current replicas; never scale down (or to zero) on missing data.
+7. warm spares (predictive): of those replicas, only what the next tick needs serves
+   (live streams, and the forecast one tick ahead with its band); the rest are drained and
+   kept. A drained pod empties as its streams end, so when the fleet shrinks it goes at
+   once instead of a stream duration later, and when demand rises it serves again at the
+   next tick. In the backtest this cut pod-hours on all six shared traces (nasa 1.231 ->
+   1.185x the oracle's, azure code 1.625 -> 1.523x) for the same unserved time within a
+   few hundredths.
 
 Which pods go on scale-down is `plan_replicas`: drain first, remove only when empty.
 """
@@ -68,6 +75,10 @@ class PolicyConfig:
     tolerance: float = 0.1
     scale_down_max_share: float = 0.5     # of the period's highest target; 1.0: no limit
     scale_down_period: float = 600.0
+    # Serve with what the next tick needs and keep the rest of the forecast's pods drained
+    # as warm spares (plan_replicas): they empty while still wanted, so a scale-down frees
+    # them at once. False: every pod the forecast wants serves.
+    warm_spares: bool = True
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec) -> "PolicyConfig":
@@ -96,7 +107,7 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class LiveSignals:
     now: float                         # unix seconds
-    replicas: int                      # serving replicas now (spec, not counting draining pods)
+    replicas: int                      # worker pods now: serving, starting, draining and spares
     active_streams: float | None       # None: unknown (gateway metrics unreachable)
     backlog_frames: float | None = None
     ready_replicas: int | None = None
@@ -105,7 +116,7 @@ class LiveSignals:
 
 @dataclass(frozen=True)
 class Decision:
-    replicas: int                      # serving replicas wanted (pods still draining come on top)
+    replicas: int                      # worker pods wanted in all (serving, starting, draining, spares)
     previous: int
     reserve: int                       # placeholder pods
     reason: str                        # CamelCase, the same as the Event's
@@ -113,6 +124,7 @@ class Decision:
     forecast: Forecast | None
     forecast_need: int | None
     live_need: int | None
+    serving: int = 0                   # of `replicas`, the ready pods taking new streams; the rest are spares
 
     @property
     def changed(self) -> bool:
@@ -144,7 +156,9 @@ class Policy:
             streams += max(signals.backlog_frames, 0.0) / FRAMES_PER_STREAM_SECOND
         return self.config.need(streams)
 
-    def decide(self, signals: LiveSignals, forecast: Forecast | None) -> Decision:
+    def decide(self, signals: LiveSignals, forecast: Forecast | None, near: Forecast | None = None) -> Decision:
+        """`forecast`: demand at now + lead time, which sizes the fleet. `near`: demand one
+        tick ahead, which sizes the part of it that serves (warm spares)."""
         cfg = self.config
         now, current = signals.now, signals.replicas
         live = self.live_need(signals)
@@ -194,6 +208,9 @@ class Policy:
         target = max(target, self._scale_down_floor(now, current, target))
 
         reserve = self._reserve_for(forecast)
+        serving = target
+        if cfg.warm_spares and cfg.mode == "predictive" and near is not None:
+            serving = min(target, max(self.forecast_need(near), live or 0, cfg.min_replicas))
         what = self._what(forecast, live, basis)
         if target > current:
             reason, msg = "ScaleUp", f"{what}: scaling {current}→{target}"
@@ -207,7 +224,10 @@ class Policy:
             reason, msg = "ScaleDownDelayed", f"{what}: holding {current} (wants {raw}; scaleDownDelay {cfg.scale_down_delay:g}s)"
         else:
             reason, msg = "Steady", f"{what}: {current} replicas"
-        return self._decision(target, current, reserve, reason, msg, forecast, f_need, live)
+        if serving < target:
+            spares = target - serving
+            msg += f", {spares} of them {'a warm spare' if spares == 1 else 'warm spares'}"
+        return self._decision(target, current, reserve, reason, msg, forecast, f_need, live, serving)
 
     def _scale_down_floor(self, now: float, current: int, target: int) -> int:
         """The fewest replicas the scale-down limit allows now; records `target`. The first
@@ -218,8 +238,8 @@ class Policy:
             self._targets.append((now, current))
         while len(self._targets) > 1 and self._targets[0][0] < now - cfg.scale_down_period:
             self._targets.popleft()
-        removable = math.floor(cfg.scale_down_max_share * self._peak() + 1e-9)
-        floor = min(self._peak() - removable, current)
+        peak = self._peak()
+        floor = min(peak - math.floor(cfg.scale_down_max_share * peak + 1e-9), current)
         self._targets.append((now, max(target, floor)))
         return floor
 
@@ -254,9 +274,11 @@ class Policy:
         return self._reserve
 
     def _decision(self, target: int, current: int, reserve: int, reason: str, message: str,
-                  forecast: Forecast | None, f_need: int | None, live: int | None) -> Decision:
+                  forecast: Forecast | None, f_need: int | None, live: int | None,
+                  serving: int | None = None) -> Decision:
         return Decision(replicas=target, previous=current, reserve=reserve, reason=reason, message=message,
-                        forecast=forecast, forecast_need=f_need, live_need=live)
+                        forecast=forecast, forecast_need=f_need, live_need=live,
+                        serving=target if serving is None else serving)
 
 
 # -- which pods go: drain first, remove when empty ------------------------------------
@@ -282,48 +304,58 @@ REMOVABLE_COST = -1000        # empty and draining (or never ready): deleted fir
 DRAINING_COST = 1_000_000     # draining with streams: must not be picked before it empties
 
 
-def plan_replicas(pods: Sequence[PodLoad], serving_target: int) -> DrainPlan:
+def plan_replicas(pods: Sequence[PodLoad], serving_target: int, keep_target: int | None = None) -> DrainPlan:
     """The Deployment's replicas, the pods to drain, undrain and remove so that
-    `serving_target` pods serve and no stream is cut.
+    `serving_target` ready pods take new streams, `keep_target` pods run in all, and no
+    stream is cut.
 
-    Scale-up takes draining pods back first, those with the most streams first: they are
-    running already, so they serve at once instead of one pod start later, and they were
-    the slowest to empty. New pods cover the rest.
+    Pods beyond the serving target are drained even while the fleet keeps them: a drained
+    pod takes no new streams, so its streams end and it empties while it is still wanted
+    (a warm spare). When the fleet shrinks, spares go at once, where a pod drained only
+    then would take a whole stream duration to empty; when demand rises, a spare is taken
+    back at once (`POST /undrain`) instead of one pod start later.
 
-    Scale-down: pods not yet ready hold no streams and go first; then the pods with the
-    fewest streams are told to drain. A draining pod is removed only once it is empty, or
-    when its gateway is gone (not ready and silent): its readiness turns false as soon as it
-    drains, so readiness alone says nothing about its streams. The Deployment keeps every
-    pod that still holds streams: replicas = pods - removable. A pod whose gateway did not
-    answer counts as full, so it is neither drained nor removed."""
+    Serving side: too few ready pods serving, and draining pods come back, those with the
+    most streams first (they were the slowest to empty), empty spares last. Too many, and
+    the ready pods with the fewest streams drain. A pod whose gateway did not answer counts
+    as full, so it is neither drained nor removed.
+
+    Fleet side: more pods than `keep_target`, and the removable ones go: draining pods whose
+    gateway is gone (not ready and silent), then empty spares, then pods not ready yet
+    (they hold no streams). A draining pod with streams stays until it empties. Fewer, and
+    the Deployment makes new pods: replicas = pods - removed + missing. Without
+    `keep_target` the fleet keeps only the serving target (no spares)."""
+    keep_target = serving_target if keep_target is None else max(keep_target, serving_target)
     serving = [p for p in pods if not p.draining]
     draining = [p for p in pods if p.draining]
+    ready = [p for p in serving if p.ready]
 
     def load(p: PodLoad) -> float:
         return math.inf if p.streams is None else p.streams
 
     def gone(p: PodLoad) -> bool:
-        return p.streams == 0 or (p.streams is None and not p.ready)
+        return p.streams is None and not p.ready
 
     revivable = sorted((p for p in draining if not gone(p)), key=lambda p: (-load(p), p.name))
-    undrain = [p.name for p in revivable[:max(serving_target - len(serving), 0)]]
-    serving_count = len(serving) + len(undrain)
-    excess = max(len(serving) - serving_target, 0)
+    undrain = [p.name for p in revivable[:max(serving_target - len(ready), 0)]]
+    excess = max(len(ready) - serving_target, 0)
+    drain = [p.name for p in sorted(ready, key=lambda p: (load(p), p.name))[:excess] if p.streams is not None]
 
-    chosen = sorted(serving, key=lambda p: (p.ready, load(p), p.name))[:excess]
-    chosen = [p for p in chosen if not p.ready or p.streams is not None]
-    remove = [p.name for p in chosen if not p.ready]
-    drain = [p.name for p in chosen if p.ready]
-    remove += [p.name for p in draining if p.name not in undrain and gone(p)]
+    remove = [p.name for p in draining if gone(p)]
+    over = len(pods) - len(remove) - keep_target
+    spares = sorted(p.name for p in draining if p.streams == 0 and p.name not in undrain)
+    starting = sorted((p.name for p in serving if not p.ready), reverse=True)
+    for name in (spares + starting)[:max(over, 0)]:
+        remove.append(name)
 
     costs: dict[str, int] = {}
     for p in pods:
         if p.name in remove:
             costs[p.name] = REMOVABLE_COST
-        elif (p.draining and p.name not in undrain) or p.name in drain:
+        elif p.name in drain or (p.draining and p.name not in undrain and p.streams != 0):
             costs[p.name] = DRAINING_COST + int(load(p) if p.streams is not None else 0)
         else:
             costs[p.name] = int(min(load(p), DRAINING_COST - 1))
-    missing = max(serving_target - serving_count, 0)
+    missing = max(keep_target - (len(pods) - len(remove)), 0)
     return DrainPlan(replicas=len(pods) - len(remove) + missing, drain=tuple(drain), remove=tuple(remove),
                      costs=costs, undrain=tuple(undrain))

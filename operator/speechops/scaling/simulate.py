@@ -198,7 +198,8 @@ def concurrency(arrivals: np.ndarray, duration_ticks: int) -> np.ndarray:
 # -- fleet model ---------------------------------------------------------------------------
 
 class Fleet:
-    """Pods in aggregate: starting (ready at a tick), serving, and draining groups."""
+    """Pods in aggregate: starting (ready at a tick), serving, draining groups, and spares
+    (drained, empty, still running)."""
 
     def __init__(self, arrivals: np.ndarray, opts: Options, initial: int):
         self.opts = opts
@@ -209,6 +210,7 @@ class Fleet:
         has = np.where(arrivals > 0, np.arange(len(arrivals)), -10**9)
         self.last_arrival = np.maximum.accumulate(has)
         self.serving = initial
+        self.spares = 0
         self.starting: deque[list[int]] = deque()      # [ready_tick, count]
         self.draining: list[tuple[int, int, float, int]] = []  # (start, count, share, empty_tick)
 
@@ -229,49 +231,78 @@ class Fleet:
     def n_draining(self) -> int:
         return sum(c for _, c, _, _ in self.draining)
 
+    def n_alive(self) -> int:
+        return self.serving + self.n_starting() + self.n_draining() + self.spares
+
     def advance(self, t: int) -> None:
         while self.starting and self.starting[0][0] <= t:
             self.serving += self.starting.popleft()[1]
+        self.spares += sum(g[1] for g in self.draining if g[3] <= t)
         self.draining = [g for g in self.draining if g[3] > t]
 
-    def set_target(self, t: int, target: int, demand: float, drain: bool) -> float:
-        """Start or remove pods to reach `target` serving+starting pods. Returns streams cut."""
-        current = self.serving + self.n_starting()
-        if target > current:
-            # Draining pods come back first (they serve at once, a new pod one start later),
-            # the latest drained first: they hold the most streams, so they would empty last.
-            revive = min(target - current, self.n_draining())
-            self.serving += revive
-            while revive:
-                start, count, share, empty_at = self.draining.pop()
-                take = min(revive, count)
-                revive -= take
-                if count > take:
-                    self.draining.append((start, count - take, share * (count - take) / count, empty_at))
-            if target > self.serving + self.n_starting():
-                self.starting.append([t + self.delay_ticks, target - self.serving - self.n_starting()])
-            return 0.0
-        remove = current - target
-        # Pods still starting hold no streams: cancel the newest first.
-        while remove and self.starting:
-            take = min(remove, self.starting[-1][1])
-            self.starting[-1][1] -= take
-            remove -= take
-            if not self.starting[-1][1]:
-                self.starting.pop()
-        if not remove or not self.serving:
-            return 0.0
-        # Each serving pod holds an even share of the streams not on draining pods.
+    def _share_per_pod(self, t: int, demand: float) -> float:
+        """Each serving pod's share of the streams alive now: load is spread evenly over the
+        serving pods, which hold what the draining ones do not."""
         on_serving = max(min(demand - self.draining_streams(t), self.serving * self.opts.capacity), 0.0)
         alive = self.alive_since(t, t)
-        share_per_pod = (on_serving / self.serving) / alive if alive > 0 else 0.0
+        return (on_serving / self.serving) / alive if alive > 0 and self.serving else 0.0
+
+    def _cancel_starting(self, count: int) -> int:
+        """Cancel up to `count` pods still starting (they hold no streams), newest first."""
+        cancelled = 0
+        while cancelled < count and self.starting:
+            take = min(count - cancelled, self.starting[-1][1])
+            self.starting[-1][1] -= take
+            cancelled += take
+            if not self.starting[-1][1]:
+                self.starting.pop()
+        return cancelled
+
+    def set_target(self, t: int, target: int, demand: float) -> float:
+        """The HPA's way: start or remove pods to reach `target` serving+starting pods, with
+        no drain. Returns the streams cut."""
+        current = self.serving + self.n_starting()
+        if target > current:
+            self.starting.append([t + self.delay_ticks, target - current])
+            return 0.0
+        remove = current - target - self._cancel_starting(current - target)
+        if not remove or not self.serving:
+            return 0.0
+        cut = self._share_per_pod(t, demand) * remove * self.alive_since(t, t)
         self.serving -= remove
-        if not drain:
-            return share_per_pod * remove * alive
-        if share_per_pod > 0:
-            empty_at = int(self.last_arrival[t]) + self.d_ticks
-            self.draining.append((t, remove, share_per_pod * remove, empty_at))
-        return 0.0
+        return cut
+
+    def apply(self, t: int, serving_target: int, keep: int, demand: float) -> None:
+        """What policy.plan_replicas does to pods, in counts: `serving_target` ready pods
+        serve, `keep` run in all, the rest drain (warm spares) and go only once empty."""
+        keep = max(keep, serving_target)
+        short = serving_target - self.serving
+        if short > 0:
+            # Draining pods back first, the latest drained first (the most streams), then spares.
+            while short and self.draining:
+                start, count, share, empty_at = self.draining.pop()
+                take = min(short, count)
+                short -= take
+                self.serving += take
+                if count > take:
+                    self.draining.append((start, count - take, share * (count - take) / count, empty_at))
+            take = min(short, self.spares)
+            self.spares -= take
+            self.serving += take
+        elif short < 0:
+            drain = -short
+            share = self._share_per_pod(t, demand)
+            self.serving -= drain
+            # Even an empty pod is a spare only from the next tick, once its gateway has drained.
+            empty_at = int(self.last_arrival[t]) + self.d_ticks if share > 0 else t + 1
+            self.draining.append((t, drain, share * drain, empty_at))
+        over = self.n_alive() - keep
+        if over > 0:
+            take = min(over, self.spares)
+            self.spares -= take
+            self._cancel_starting(over - take)
+        elif over < 0:
+            self.starting.append([t + self.delay_ticks, -over])
 
 
 # -- policies ------------------------------------------------------------------------------
@@ -301,10 +332,11 @@ class Foresight:
     def observe(self, t: float, value: float) -> None:
         pass
 
-    def predict(self, now: float) -> Forecast:
-        i = min(int(np.searchsorted(self.times, now + self.lead)), len(self.demand) - 1)
+    def predict(self, now: float, horizon: float | None = None) -> Forecast:
+        horizon = self.lead if horizon is None else horizon
+        i = min(int(np.searchsorted(self.times, now + horizon)), len(self.demand) - 1)
         value = float(self.demand[i])
-        return Forecast(at=now + self.lead, horizon=self.lead, expected=value, upper=value, lower=value,
+        return Forecast(at=now + horizon, horizon=horizon, expected=value, upper=value, lower=value,
                         model="perfect", sigma=0.0, history=0.0)
 
 
@@ -341,20 +373,22 @@ def run_forecast_policy(name: str, kind: str, times: np.ndarray, arrivals: np.nd
         now, d = float(times[i]), float(demand[i])
         forecaster.observe(now, d)
         forecast = forecaster.predict(now)
-        decision = policy.decide(LiveSignals(now=now, replicas=fleet.serving + fleet.n_starting(),
-                                             active_streams=d, ready_replicas=fleet.serving), forecast)
-        if decision.replicas != fleet.serving + fleet.n_starting():
-            fleet.set_target(i, decision.replicas, d, drain=True)
+        near = forecaster.predict(now, opts.tick)
+        ready_before = fleet.serving
+        decision = policy.decide(LiveSignals(now=now, replicas=fleet.n_alive(), active_streams=d,
+                                             ready_replicas=fleet.serving), forecast, near)
+        fleet.apply(i, decision.serving, decision.replicas, d)
         if previous_target is not None and decision.replicas != previous_target and i >= score_from:
             res.scale_events += 1
         previous_target = decision.replicas
         held = fleet.draining_streams(i)
-        cap = fleet.serving * opts.capacity
+        # Pods taken back from draining serve from the next tick: the operator acts once a tick.
+        cap = min(ready_before, fleet.serving) * opts.capacity
         res.capacity[i] = cap + held
         res.forecast[i], res.upper[i] = forecast.expected, forecast.upper
         if i >= score_from:
             unserved += max(d - held - cap, 0.0)
-            pod_ticks += fleet.serving + fleet.n_starting() + fleet.n_draining()
+            pod_ticks += fleet.n_alive()
         _progress(name, i, n, progress)
     res.unserved_stream_minutes = unserved * opts.tick / 60.0
     res.pod_hours = pod_ticks * opts.tick / 3600.0
@@ -395,7 +429,7 @@ def run_hpa(times: np.ndarray, arrivals: np.ndarray, demand: np.ndarray, opts: O
         else:
             desired = min(max(r for _, r in window), current)
         if desired != current:
-            removed = fleet.set_target(i, desired, d, drain=False)
+            removed = fleet.set_target(i, desired, d)
             if i >= score_from:
                 cut += removed
                 res.scale_events += 1
