@@ -19,8 +19,10 @@ splits speechops' gap to the oracle into what the policy costs and what forecast
 
 The fleet is modelled in aggregate (counts, not pod objects) so 87 days of 15 s ticks run
 in seconds per policy: load is spread evenly, so a pod told to drain holds its share of the
-streams of every age and empties when the youngest of them ends; scale-up takes draining
-pods back before it starts new ones, as the operator does.
+streams of every age and empties when the youngest of them ends. `Fleet.apply` does what
+the operator's `plan_replicas` does to pods: the serving target's pods serve, the rest of
+the fleet drains and waits as warm spares, scale-up takes draining pods and spares back
+before it starts new ones, and a pod taken back serves from the next tick.
 """
 
 from __future__ import annotations
