@@ -142,6 +142,19 @@ def test_what_the_next_tick_does_not_need_waits_as_warm_spares():
         Policy(reactive).decide(sig(replicas=5, streams=36), fc(60, 95), near).replicas
 
 
+def test_a_scale_down_is_decided_once_while_its_pods_drain():
+    p = Policy(replace(CFG, scale_down_delay=0.0))
+    assert p.decide(sig(now=0, replicas=10, streams=80), fc(80, 85)).replicas == 10
+    d = p.decide(sig(now=15, replicas=10, streams=40), fc(40, 45))
+    assert (d.reason, d.previous, d.replicas) == ("ScaleDown", 10, 5)
+    # Five pods still drain their streams: the fleet is the 5 the last tick asked for.
+    d = p.decide(LiveSignals(now=30, replicas=10, active_streams=40, draining=5), fc(40, 45))
+    assert (d.reason, d.previous, d.replicas) == ("Steady", 5, 5)
+    # A pod lost outside the scaler's plan counts, and is replaced.
+    d = p.decide(LiveSignals(now=45, replicas=4, active_streams=40, draining=0), fc(40, 45))
+    assert (d.reason, d.previous, d.replicas) == ("ScaleUp", 4, 5)
+
+
 def pod(name, streams, ready=True, draining=False):
     return PodLoad(name=name, streams=streams, ready=ready, draining=draining)
 

@@ -166,7 +166,8 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
 
     signals = LiveSignals(now=now, replicas=len(loads), active_streams=live, backlog_frames=backlog,
                           ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
-                          deployment_replicas=deployment_replicas)
+                          deployment_replicas=deployment_replicas,
+                          draining=sum(1 for p in loads if p.draining and p.streams != 0))
     decision = state.policy.decide(signals, forecast, near)
     plan = plan_replicas(loads, decision.serving, decision.replicas)
     withheld = ""

@@ -233,6 +233,10 @@ class Fleet:
     def n_draining(self) -> int:
         return sum(c for _, c, _, _ in self.draining)
 
+    def n_holding(self) -> int:
+        """Draining pods that still hold streams (a pod drained while empty does not)."""
+        return sum(c for _, c, share, _ in self.draining if share > 0)
+
     def n_alive(self) -> int:
         return self.serving + self.n_starting() + self.n_draining() + self.spares
 
@@ -378,7 +382,8 @@ def run_forecast_policy(name: str, kind: str, times: np.ndarray, arrivals: np.nd
         near = forecaster.predict(now, opts.tick)
         ready_before = fleet.serving
         decision = policy.decide(LiveSignals(now=now, replicas=fleet.n_alive(), active_streams=d,
-                                             ready_replicas=fleet.serving), forecast, near)
+                                             ready_replicas=fleet.serving, draining=fleet.n_holding()),
+                                 forecast, near)
         fleet.apply(i, decision.serving, decision.replicas, d)
         if previous_target is not None and decision.replicas != previous_target and i >= score_from:
             res.scale_events += 1
