@@ -663,8 +663,8 @@ def _from_prometheus(args: argparse.Namespace, duration: float | None,
 
 def spec_settings(path: str | Path) -> tuple[dict, str]:
     """What a SpeechPipeline manifest sets for the backtest (the tier's band, capacity,
-    utilisation, lead time, scale-down, the history the scaler reads), and its namespace/name. Raises ValueError naming
-    the file or the field."""
+    utilisation, lead time, scale-down, the history the scaler reads), and its
+    namespace/name. Raises ValueError naming the file or the field."""
     try:
         docs = list(yaml.safe_load_all(Path(path).read_text()))
     except (OSError, yaml.YAMLError) as exc:
