@@ -49,3 +49,20 @@ def validate(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[
         f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
         for err in validator.iter_errors(obj)
     )
+
+
+def pruned(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """The fields of `obj` that the API server would drop on write: not declared in the
+    (structural) schema and not under x-kubernetes-preserve-unknown-fields."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(obj, dict):
+        props = schema.get("properties", {})
+        out = []
+        for key, value in obj.items():
+            where = f"{path}.{key}" if path else key
+            out += pruned(value, props[key], where) if key in props else [where]
+        return out
+    if isinstance(obj, list) and "items" in schema:
+        return [p for i, v in enumerate(obj) for p in pruned(v, schema["items"], f"{path}[{i}]")]
+    return []

@@ -61,7 +61,7 @@ def test_tick_forecasts_from_two_weeks_and_sizes_replicas(prometheus):
     assert result.decision.replicas == max(need, 2) or result.decision.replicas == need
     status = result.status_patch("2026-01-01T00:00:00Z")
     assert status["desiredReplicas"] == result.decision.replicas
-    assert status["forecast"]["horizonSeconds"] == 180 and status["forecast"]["model"] == f.model
+    assert status["forecast"]["horizon"] == "180s" and status["forecast"]["model"] == f.model
     # The next tick only feeds what is new.
     _, again = run_tick(prometheus.url, state=state, now=now + 15)
     assert again.history_points <= 1

@@ -202,7 +202,7 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
             need = max(math.ceil(forecast["expected"] / (16 * 0.8) - 1e-9),
                        math.ceil(forecast["upper"] / (16 * 0.9) - 1e-9), 2)
             assert status["desiredReplicas"] >= need
-            assert forecast["horizonSeconds"] == 180 and forecast["reason"].startswith("forecast ")
+            assert forecast["horizon"] == "180s" and forecast["reason"].startswith("forecast ")
             cond = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
             assert cond["status"] == "True" and cond["reason"] == "Forecasting"
             worker = names.worker_deployment(prometheus.pipeline)

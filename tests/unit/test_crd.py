@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from speechops import api
-from tests.crd_schema import REPO, apply_defaults, load_crd, root_schema, validate
+from tests.crd_schema import REPO, apply_defaults, load_crd, pruned, root_schema, validate
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
@@ -117,3 +117,28 @@ def test_cel_rule_exists_and_api_enforces_the_same(node, message, spec, field):
     with pytest.raises(api.SpecError) as err:
         api.parse_spec(spec)
     assert field in [p for p, _ in err.value.problems]
+
+
+def test_every_status_field_the_operator_writes_survives_pruning():
+    """The API server drops status fields its schema does not declare, and KMock does
+    not: a field written under another name than the CRD's would vanish only on a real
+    cluster (the scaler once wrote `reserveReplicas` where the CRD says `placeholders`)."""
+    from speechops.reconcile import worker_status
+    from speechops.scaling.controller import TickResult
+    from speechops.scaling.forecast import Forecast
+    from speechops.scaling.policy import Decision, DrainPlan
+
+    status = root_schema()["properties"]["status"]
+    reconciled = worker_status({"metadata": {"generation": 3}, "status": {}},
+                               {"status": {"replicas": 3, "readyReplicas": 2}})
+    forecast = Forecast(at=1180.0, horizon=180.0, expected=60.0, upper=72.0, lower=48.0, model="level",
+                        sigma=0.1, history=86400.0)
+    decision = Decision(replicas=9, previous=7, reserve=1, reason="ScaleUp", message="scaling 7→9", forecast=forecast,
+                        forecast_need=9, live_need=6, serving=7)
+    tick = TickResult(decision=decision, plan=DrainPlan(replicas=9, drain=(), remove=()), lead=180.0,
+                      scaling_active=True, condition_reason="Forecasting", condition_message="", live_streams=40.0,
+                      forecast=forecast)
+    scaled = tick.status_patch("2026-01-01T00:00:00Z")
+    assert (scaled["spareReplicas"], scaled["placeholders"]) == (2, 1)
+    assert pruned(reconciled, status) == [] and pruned(scaled, status) == []
+    assert pruned({"reserveReplicas": 1}, status) == ["reserveReplicas"]    # the check can fail

@@ -65,12 +65,13 @@ class TickResult:
 
     def status_patch(self, now_rfc3339: str) -> dict[str, Any]:
         d = self.decision
-        status: dict[str, Any] = {"desiredReplicas": d.replicas, "reserveReplicas": d.reserve,
+        status: dict[str, Any] = {"desiredReplicas": d.replicas, "spareReplicas": d.replicas - d.serving,
+                                  "placeholders": d.reserve,
                                   "activeStreams": None if self.live_streams is None else round(self.live_streams)}
         if d.forecast is not None:
             f = d.forecast
             status["forecast"] = {
-                "time": now_rfc3339, "horizonSeconds": round(f.horizon), "expected": round(f.expected, 1),
+                "time": now_rfc3339, "horizon": f"{f.horizon:.0f}s", "expected": round(f.expected, 1),
                 "upper": round(f.upper, 1), "lower": round(f.lower, 1), "desiredReplicas": d.replicas,
                 "model": f.model, "reason": self.message,
             }
