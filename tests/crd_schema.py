@@ -51,18 +51,14 @@ def validate(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[
     )
 
 
-def pruned(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """The fields of `obj` that the API server would drop on write: not declared in the
-    (structural) schema and not under x-kubernetes-preserve-unknown-fields."""
+def prune(obj: Any, schema: dict[str, Any]) -> Any:
+    """`obj` as a structural schema leaves it on write: fields the schema does not declare
+    are dropped, except under x-kubernetes-preserve-unknown-fields (the API server's pruning)."""
     if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return []
+        return obj
     if isinstance(obj, dict):
         props = schema.get("properties", {})
-        out = []
-        for key, value in obj.items():
-            where = f"{path}.{key}" if path else key
-            out += pruned(value, props[key], where) if key in props else [where]
-        return out
+        return {key: prune(value, props[key]) for key, value in obj.items() if key in props}
     if isinstance(obj, list) and "items" in schema:
-        return [p for i, v in enumerate(obj) for p in pruned(v, schema["items"], f"{path}[{i}]")]
-    return []
+        return [prune(value, schema["items"]) for value in obj]
+    return obj

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import copy
+import functools
 import threading
 import time
 import uuid
@@ -23,20 +24,29 @@ import requests
 
 from speechops import api
 from speechops.kube import KINDS
-from tests.crd_schema import apply_defaults, root_schema, validate
+from tests.crd_schema import apply_defaults, prune, root_schema, validate
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 PIPELINES = f"/apis/{api.GROUP}/{api.VERSION}"
 
 
+@functools.lru_cache(maxsize=1)
+def _status_schema() -> dict[str, Any]:
+    return root_schema()["properties"]["status"]
+
+
 class Emulator(kmock.KubernetesEmulator):
     """KMock's emulator plus `generateName`, which kopf's Events rely on (without it
-    every Event after the first is a 409)."""
+    every Event after the first is a 409), and the API server's pruning of SpeechPipeline
+    status fields the CRD does not declare (a misnamed field vanishes, as on a cluster)."""
 
     async def _handle(self, request):
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
         if str(request.method).upper().endswith("POST") and meta and not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
+        if (f"/{api.PLURAL}/" in request.url.path and isinstance(request.data, dict)
+                and isinstance(request.data.get("status"), dict)):
+            request.data["status"] = prune(request.data["status"], _status_schema())
         return await super()._handle(request)
 
 
