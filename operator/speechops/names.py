@@ -81,6 +81,7 @@ M_OP_FORECAST_STREAMS = "speechops_operator_forecast_streams"      # gauge: dema
 M_OP_DESIRED_REPLICAS = "speechops_operator_desired_replicas"      # gauge: workers the scaler asked for
 M_OP_READY_REPLICAS = "speechops_operator_ready_replicas"          # gauge: workers ready
 M_OP_PLACEHOLDERS = "speechops_operator_placeholder_pods"          # gauge: placeholder pods asked for
+M_OP_SPARES = "speechops_operator_spare_replicas"                  # gauge: of desired workers, drained warm spares
 M_OP_SCALER_FALLBACKS = "speechops_operator_scaler_fallbacks_total"  # counter{reason}: predictive -> reactive
 # The reconciler's own health, across pipelines (no pipeline label: bounded cardinality).
 M_OP_RECONCILES = "speechops_operator_reconciles_total"            # counter{trigger,result}: reconciles

@@ -45,6 +45,7 @@ def test_tick_without_prometheus_counts_a_fallback_and_sets_replicas():
     assert got[(names.M_OP_DESIRED_REPLICAS, key)] == result.decision.replicas
     assert got[(names.M_OP_READY_REPLICAS, key)] == 1
     assert got[(names.M_OP_PLACEHOLDERS, key)] == result.decision.reserve
+    assert got[(names.M_OP_SPARES, key)] == 0     # no forecast, no spares: every pod serves
     fallback = (names.M_OP_SCALER_FALLBACKS, tuple(sorted(key + (("reason", result.condition_reason),))))
     assert got[fallback] == 2
 
@@ -59,6 +60,17 @@ def test_fixed_mode_is_no_fallback_and_forget_drops_the_series():
     assert got[(names.M_OP_DESIRED_REPLICAS, (("namespace", "speech"), ("pipeline", "assistant")))] == 3
     metrics.forget("speech", "assistant")
     assert not [k for k in _samples(registry) if k[0].startswith("speechops_operator_")]
+
+
+def test_warm_spares_are_the_desired_workers_that_do_not_serve():
+    from dataclasses import replace
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    result = _tick({"scaling": {"mode": "fixed"}, "capacity": {"minReplicas": 5, "maxReplicas": 5}}, [])
+    result = replace(result, decision=replace(result.decision, serving=3))
+    record_tick("speech", "assistant", result, [], metrics)
+    key = (("namespace", "speech"), ("pipeline", "assistant"))
+    assert _samples(registry)[(names.M_OP_SPARES, key)] == 2
 
 
 def test_metric_names_are_the_shared_names():

@@ -31,15 +31,19 @@ class OperatorMetrics:
         self.placeholders = Gauge(names.M_OP_PLACEHOLDERS,
                                   "Placeholder pods the scaler asked for (warm capacity).", LABELS,
                                   registry=registry)
+        self.spares = Gauge(names.M_OP_SPARES,
+                            "Of the desired workers, those kept drained as warm spares (no new streams).", LABELS,
+                            registry=registry)
         # prometheus_client appends _total to counters itself.
         self.fallbacks = Counter(names.M_OP_SCALER_FALLBACKS.removesuffix("_total"),
                                  "Scaler ticks spent scaling reactively because the forecast was "
                                  "unavailable, by reason.", LABELS + ("reason",), registry=registry)
 
     def record(self, namespace: str, pipeline: str, *, desired: int, ready: int, placeholders: int,
-               forecast_streams: float | None, fallback_reason: str | None) -> None:
+               forecast_streams: float | None, fallback_reason: str | None, spares: int = 0) -> None:
         key = (namespace, pipeline)
         self.desired.labels(*key).set(desired)
+        self.spares.labels(*key).set(spares)
         self.ready.labels(*key).set(ready)
         self.placeholders.labels(*key).set(placeholders)
         if forecast_streams is not None:
@@ -48,7 +52,7 @@ class OperatorMetrics:
             self.fallbacks.labels(*key, fallback_reason).inc()
 
     def forget(self, namespace: str, pipeline: str) -> None:
-        for gauge in (self.forecast, self.desired, self.ready, self.placeholders):
+        for gauge in (self.forecast, self.desired, self.ready, self.placeholders, self.spares):
             try:
                 gauge.remove(namespace, pipeline)
             except KeyError:
@@ -93,4 +97,5 @@ def record_tick(namespace: str, pipeline: str, result: Any, pods: Iterable[Mappi
     fell_back = not result.scaling_active and result.condition_reason != conditions.CONFLICTING_AUTOSCALER
     (metrics or default()).record(
         namespace, pipeline, desired=decision.replicas, ready=_ready(pods), placeholders=decision.reserve,
+        spares=decision.replicas - decision.serving,
         forecast_streams=forecast, fallback_reason=result.condition_reason if fell_back else None)
