@@ -125,7 +125,7 @@ class Decision:
     forecast: Forecast | None
     forecast_need: int | None
     live_need: int | None
-    serving: int = 0                   # of `replicas`, the ready pods taking new streams; the rest are spares
+    serving: int                       # of `replicas`, the ready pods taking new streams; the rest are spares
 
     @property
     def changed(self) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from speechops import names
 from speechops.scaling.forecast import from_counter
-from speechops.scaling.signals import DEFAULT_QUERIES, STEP, PrometheusSource, SignalError, render_query
+from speechops.scaling.signals import DEFAULT_QUERIES, STEP, PrometheusSource, render_query, sum_series
 
 ARRIVALS_QUERY = f'{names.M_STREAMS_STARTED}{{namespace="$namespace",pipeline="$pipeline"}}'
 STREAMS_QUERY = DEFAULT_QUERIES["streams"]
@@ -68,18 +67,16 @@ def arrivals_from_counters(series: list[tuple[np.ndarray, np.ndarray]], start: f
     """Per-series counter samples -> (minute starts, arrivals in that minute), summed over
     series. Resets count from zero (forecast.from_counter); a series whose first sample
     comes after `start` + one step began mid-range and counts its first value too."""
-    acc: dict[float, float] = {}
+    increases = []
     for times, values in series:
         if not len(times):
             continue
         increase = from_counter(values)
         if times[0] > start + step:
             increase[0] = values[0]
-        for t, v in zip(times.tolist(), increase.tolist()):
-            if math.isfinite(v):
-                acc[t - step] = acc.get(t - step, 0.0) + v
-    minutes = np.array(sorted(acc))
-    return minutes, np.array([acc[t] for t in minutes])
+        known = np.isfinite(increase)
+        increases.append((times[known] - step, increase[known]))
+    return sum_series(increases)
 
 
 def fetch(source: PrometheusSource, namespace: str, pipeline: str, start: float, end: float,
@@ -94,9 +91,10 @@ def fetch(source: PrometheusSource, namespace: str, pipeline: str, start: float,
         raise ReplayError(f"{name}: Prometheus at {source.url} has no arrivals for `{a_query}` between "
                           f"{_iso(start)} and {_iso(end)}. The gateways export {names.M_STREAMS_STARTED}; "
                           "check the namespace/pipeline, that Prometheus scrapes the worker pods, and --history")
-    s_times, s_values = source.history(render_query(streams_query, namespace, pipeline), start, end)
+    s_query = render_query(streams_query, namespace, pipeline)
+    s_times, s_values = source.history(s_query, start, end)
     if not len(s_times):
-        raise ReplayError(f"{name}: no open-stream history for `{render_query(streams_query, namespace, pipeline)}`")
+        raise ReplayError(f"{name}: no open-stream history for `{s_query}`")
     return PipelineHistory(name=name, times=times, arrivals=arrivals, streams_times=s_times, streams=s_values)
 
 

@@ -14,7 +14,7 @@ import statistics
 import urllib.error
 import urllib.request
 from string import Template
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import requests
@@ -57,8 +57,8 @@ def queries_for(overrides: Mapping[str, str], namespace: str, pipeline: str) -> 
     return {k: render_query(v, namespace, pipeline) for k, v in merged.items()}
 
 
-def _matrix(result: Any, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Range result -> one (times, values) per series, finite points only. Raises
+def _matrix(result: Any, what: str) -> list[tuple[tuple, np.ndarray, np.ndarray]]:
+    """Range result -> (labels, times, values) per series, finite points only. Raises
     PrometheusGarbage on a shape that is not a Prometheus matrix."""
     if not isinstance(result, list):
         raise SignalError("PrometheusGarbage", f"{what}: expected a list of series, got {type(result).__name__}")
@@ -67,29 +67,25 @@ def _matrix(result: Any, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
         values = series.get("values") if isinstance(series, dict) else None
         if not isinstance(values, list):
             raise SignalError("PrometheusGarbage", f"{what}: a series without 'values'")
-        try:
-            points = [(float(p[0]), float(p[1])) for p in values]
-        except (TypeError, ValueError, IndexError):
-            bad = next(p for p in values if not _readable(p))
-            raise SignalError("PrometheusGarbage", f"{what}: unreadable point {bad!r}") from None
-        points = [(t, v) for t, v in points if math.isfinite(v)]
-        out.append((np.array([t for t, _ in points]), np.array([v for _, v in points])))
+        times, points = [], []
+        for point in values:
+            try:
+                t, v = float(point[0]), float(point[1])
+            except (TypeError, ValueError, IndexError):
+                raise SignalError("PrometheusGarbage", f"{what}: unreadable point {point!r}") from None
+            if math.isfinite(v):
+                times.append(t)
+                points.append(v)
+        labels = tuple(sorted((series.get("metric") or {}).items()))
+        out.append((labels, np.array(times), np.array(points)))
     return out
 
 
-def _readable(point: Any) -> bool:
-    try:
-        float(point[0]), float(point[1])
-    except (TypeError, ValueError, IndexError):
-        return False
-    return True
-
-
-def _sum_series(result: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Range result -> (times, values) summed over series."""
+def sum_series(series: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(times, values) pairs -> one (times, values), summed where times coincide."""
     acc: dict[float, float] = {}
-    for times, values in _matrix(result, what):
-        for t, v in zip(times.tolist(), values.tolist()):
+    for times, values in series:
+        for t, v in zip(np.asarray(times).tolist(), np.asarray(values).tolist()):
             acc[t] = acc.get(t, 0.0) + v
     times = np.array(sorted(acc))
     return times, np.array([acc[t] for t in times])
@@ -142,7 +138,7 @@ class PrometheusSource:
         """query_range over [start, end] at `step`, in chunks Prometheus accepts, summed over series."""
         times, values = [], []
         for result in self._ranges(query, start, end, step):
-            t, v = _sum_series(result, "history")
+            t, v = sum_series((t, v) for _, t, v in _matrix(result, "history"))
             times.append(t)
             values.append(v)
         if not times:
@@ -155,10 +151,8 @@ class PrometheusSource:
         counters must be differenced per series, before a sum hides one pod's reset."""
         merged: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
         for result in self._ranges(query, start, end, step):
-            labels = [tuple(sorted((s.get("metric") or {}).items())) if isinstance(s, dict) else () for s in
-                      (result if isinstance(result, list) else [])]
-            for key, series in zip(labels, _matrix(result, "history")):
-                merged.setdefault(key, []).append(series)
+            for labels, t, v in _matrix(result, "history"):
+                merged.setdefault(labels, []).append((t, v))
         return [(np.concatenate([t for t, _ in parts]), np.concatenate([v for _, v in parts]))
                 for parts in merged.values()]
 

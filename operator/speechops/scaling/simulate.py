@@ -686,11 +686,9 @@ def spec_settings(path: str | Path) -> tuple[dict, str]:
 
 
 # Policy settings a flag or a --spec can give: flag > spec > these.
-_POLICY_DEFAULTS = {"capacity": 16, "util": 0.8, "lead": Scaling.lead_time,
-                    "scale_down_delay": Scaling.scale_down_delay,
-                    "scale_down_max_percent": Scaling.scale_down_max_percent,
-                    "scale_down_period": Scaling.scale_down_period, "profile": "interactive",
-                    "history": Scaling.history}
+_POLICY_DEFAULTS = {**{key: getattr(Options(), key) for key in ("capacity", "util", "lead", "scale_down_delay",
+                                                                 "scale_down_max_percent", "scale_down_period")},
+                    "profile": "interactive", "history": Scaling.history}
 
 
 def main(argv: list[str] | None = None) -> int:
