@@ -100,9 +100,14 @@ def crd_reference() -> str:
         lines.append("")
     columns = version.get("additionalPrinterColumns", [])
     if columns:
-        lines += ["`kubectl get sp` shows: " + ", ".join(
-            f"**{c['name']}**" + (f" ({_cell(c['description'])})" if c.get("description") else "")
-            for c in columns) + ".", ""]
+        def column(c: dict) -> str:
+            return f"**{c['name']}**" + (f" ({_cell(c['description'])})" if c.get("description") else "")
+        lines += ["`kubectl get sp` shows: " + ", ".join(column(c) for c in columns if not c.get("priority"))
+                  + "."]
+        wide = [column(c) for c in columns if c.get("priority")]
+        if wide:
+            lines[-1] += " `-o wide` adds " + ", ".join(wide) + "."
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
