@@ -151,6 +151,29 @@ def test_the_band_covers_count_noise_as_well_at_low_demand_as_at_high():
     assert 0.93 <= low <= 0.995 and 0.93 <= high <= 0.995, (low, high)
 
 
+def test_after_a_noisy_spell_the_band_narrows_from_the_first_minutes_of_calm():
+    # 200 streams, noisy (sd 30) for four hours, then calm (sd 5) for four. The band is the
+    # tail quantile of a day of errors, each divided by the error scale of its moment,
+    # times the scale now, so it narrows as the scale does. A quantile of the last hour's
+    # raw errors held the noisy width until the noisy errors had all left the hour.
+    rng = np.random.default_rng(3)
+    t = T0 + np.arange(0, 8 * 3600, 15.0)
+    calm_from = T0 + 4 * 3600
+    values = 200 + rng.normal(0, 1, len(t)) * np.where(t < calm_from, 30.0, 5.0)
+    f = SeasonalForecaster(lead=180)
+    upper_at, band_at = {}, {}
+    for ti, v in zip(t, values):
+        f.observe(float(ti), float(v))
+        fc = f.predict(float(ti))
+        upper_at[float(ti) + 180], band_at[float(ti)] = fc.upper, fc.band
+    noisy = band_at[calm_from - 15]
+    assert band_at[calm_from + 40 * 60] < 0.6 * noisy
+    assert band_at[t[-1]] < 0.25 * noisy
+    for lo, hi in ((T0 + 2 * 3600, calm_from), (calm_from + 3600, t[-1])):
+        covered = np.mean([v <= upper_at[float(ti)] for ti, v in zip(t, values) if lo <= ti <= hi])
+        assert 0.93 <= covered <= 0.995, (lo, covered)
+
+
 @pytest.mark.parametrize("n", [20, 21, 240, 241])
 @pytest.mark.parametrize("q", [0.0, 0.5, 0.8413, 0.9772, 1.0])
 def test_band_quantile_is_numpys_linear_quantile(n, q):

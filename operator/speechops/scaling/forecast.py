@@ -19,10 +19,16 @@ noise:
   mean does not.
 
 The band comes from the blend's errors at exactly the lead time (not one-step residuals,
-which understate the error three minutes out), weighted to the recent past, so it widens
-in a regime change and narrows again after. Errors are kept in units of the square root
+which understate the error three minutes out). Errors are kept in units of the square root
 of the demand, as count noise grows: a band relative to the level was too narrow where
-demand is low and too wide where it is high within the same hour.
+demand is low and too wide where it is high within the same hour. The band is filtered
+historical simulation, as value-at-risk is often computed: each error is divided by the
+error scale of its moment (an RMS weighted to the last half hour), the tier's quantile is
+read from a day of these standardised errors, and multiplied back by the scale now. The
+band then narrows from the first minutes of a calm, where a quantile of the last hour's
+errors held the noisy width for an hour, and the quantile, which sets how far into the
+tail the band reaches, rests on a day's errors rather than the five of an hour's 240
+that lie beyond it.
 """
 
 from __future__ import annotations
@@ -135,9 +141,9 @@ class SeasonalForecaster:
 
     def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
                  trend_tau: float = 15.0, level_tau: float = 1.0, trend_damping: float = 1.0, error_tau: float = 900.0,
-                 weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "quantile",
-                 error_window: float = 3600.0, upper_takes_trend: bool = True, weight_power: float = 1.0,
-                 trend_gate: float = 0.3, mean_tau: float = 900.0):
+                 weight_tau: float = 6 * 3600.0, max_gap: float = 900.0, band: str = "filtered",
+                 scale_tau: float = 1800.0, shape_window: float = DAY, upper_takes_trend: bool = True,
+                 weight_power: float = 1.0, trend_gate: float = 0.3, mean_tau: float = 900.0):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.trend_tau = trend_tau
@@ -151,10 +157,15 @@ class SeasonalForecaster:
         self.upper_takes_trend = upper_takes_trend
         self.weight_power = weight_power
         self.trend_gate = trend_gate
-        self.error_window = error_window
-        # Signed relative errors of the blend at the lead time, (actual - forecast) / scale, and when.
-        self._error_times: deque[float] = deque()
-        self._errors: deque[float] = deque()
+        self.scale_tau = scale_tau
+        self.shape_window = shape_window
+        # The blend's signed errors at the lead time, (actual - forecast) / sqrt(demand), have
+        # a mean square `_scale2 / _scale_weight` over the last `scale_tau`; `_standardised`
+        # holds each error divided by the RMS of its moment, with when it was scored.
+        self._scale2 = 0.0
+        self._scale_weight = 0.0
+        self._standardised_times: deque[float] = deque()
+        self._standardised: deque[float] = deque()
         self._quantile_cache: tuple[tuple | None, float] = (None, 0.0)
         # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
         self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
@@ -164,8 +175,9 @@ class SeasonalForecaster:
         self.slope = 0.0              # streams per second
         self.mean = 0.0
         self.observations = 0
-        # Predictions waiting for their target time: (target_t, (level, trend, seasonal, mean), blend).
-        self._pending: deque[tuple[float, tuple[float, ...], float]] = deque()
+        # Predictions waiting for their target time: (target_t, (level, trend, seasonal, mean),
+        # blend, the error scale when it was made or None before there was one).
+        self._pending: deque[tuple[float, tuple[float, ...], float, float | None]] = deque()
         self._mse = [1e-4] * 4            # relative squared error per predictor at the lead
         self._err_up = 0.0               # mean squared under-forecast of the blend, relative
         self._err_weight = 0.0
@@ -224,12 +236,16 @@ class SeasonalForecaster:
 
     def _remember(self, t: float) -> None:
         cands = self._candidates(t, self.lead)
-        self._pending.append((t + self.lead, cands, self._blend(cands)))
+        # Its error is standardised by the scale the band had when it was made, not by the
+        # scale at scoring time, which already holds the errors of the predictions that
+        # overlap it: the band is judged by what it knew.
+        scale = self._error_scale() if self._scale_weight >= 0.5 else None
+        self._pending.append((t + self.lead, cands, self._blend(cands), scale))
 
     def _score(self, t: float, value: float) -> None:
         """Errors at the lead time for every prediction whose target time has come."""
         while self._pending and self._pending[0][0] <= t:
-            target, cands, blend = self._pending.popleft()
+            target, cands, blend, error_scale = self._pending.popleft()
             if t - target > self.max_gap:
                 continue   # the target fell into a gap: no truth to compare with
             scale = max(value, blend, 1.0)
@@ -238,8 +254,13 @@ class SeasonalForecaster:
             for i, c in enumerate(cands):
                 self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
             under = max(value - blend, 0.0) / scale
-            self._error_times.append(t)
-            self._errors.append((value - blend) / math.sqrt(scale))
+            error = (value - blend) / math.sqrt(scale)
+            if error_scale is not None:
+                self._standardised_times.append(t)
+                self._standardised.append(error / error_scale)
+            c = _alpha(self.lead / 12, self.scale_tau)
+            self._scale2 += c * (error * error - self._scale2)
+            self._scale_weight += c * (1.0 - self._scale_weight)
             b = _alpha(self.lead / 12, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
@@ -247,22 +268,29 @@ class SeasonalForecaster:
     def band_streams(self, expected: float) -> float:
         """How far above `expected` the band reaches, in streams.
 
-        `quantile`: the tier's quantile of the last hour's signed errors at the lead time
-        (a normal error at `headroom_sigmas` sigma), scaled by sqrt(expected), so bias and
-        skew count and one old spike does not inflate the band for hours. `rms`, and
-        until 20 errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
-        while self._error_times and self._error_times[0] < (self.t or 0.0) - self.error_window:
-            self._error_times.popleft()
-            self._errors.popleft()
+        `filtered`: the tier's quantile (a normal error at `headroom_sigmas` sigma) of the
+        last `shape_window` of standardised errors at the lead time, times the error scale
+        now, times sqrt(expected): bias and skew count, and the band widens and narrows with
+        the error scale (time constant `scale_tau` on its square). `rms`, and until 20 standardised
+        errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
+        while self._standardised_times and self._standardised_times[0] < (self.t or 0.0) - self.shape_window:
+            self._standardised_times.popleft()
+            self._standardised.popleft()
         level = max(expected, 1.0)
-        if self.band == "quantile" and len(self._errors) >= 20:
+        if self.band == "filtered" and len(self._standardised) >= 20:
             # The policy asks twice a tick (at the lead time and one tick ahead): one sort.
-            key = (self.t, len(self._errors))
+            key = (self.t, len(self._standardised))
             if self._quantile_cache[0] != key:
-                errs = np.fromiter(self._errors, dtype=float, count=len(self._errors))
-                self._quantile_cache = (key, max(_quantile(errs, self.quantile), 0.0))
+                z = np.fromiter(self._standardised, dtype=float, count=len(self._standardised))
+                self._quantile_cache = (key, max(_quantile(z, self.quantile), 0.0) * self._error_scale())
             return self._quantile_cache[1] * math.sqrt(level)
         return self.band_sigmas * self.sigma() * level
+
+    def _error_scale(self) -> float:
+        """RMS of the recent errors at the lead time, in sqrt(demand) units. Its floor, a
+        tenth of Poisson count noise, keeps a series that was exactly flat from turning its
+        first small error into a huge standardised one."""
+        return math.sqrt(self._scale2 / max(self._scale_weight, 1e-9) + 0.01)
 
     def sigma(self) -> float:
         """Relative under-forecast scale at the lead time (one-sided RMS x sqrt 2)."""
@@ -362,7 +390,7 @@ class HoltWintersForecaster:
 
 def _quantile(values: np.ndarray, q: float) -> float:
     """np.quantile's default (linear) estimate, by partial sort: the backtest asks for one
-    on every tick, and np.quantile's set-up costs more than the sort of an hour's errors."""
+    on every tick, and np.quantile's set-up costs more than the partial sort of a day's errors."""
     at = q * (len(values) - 1)
     lo = int(math.floor(at))
     hi = min(lo + 1, len(values) - 1)
