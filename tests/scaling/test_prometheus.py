@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from speechops import names
 from speechops.api import parse_spec
 from speechops.scaling import controller
 from speechops.scaling.signals import PrometheusSource, SignalError, queries_for
@@ -141,3 +142,36 @@ def test_prometheus_down_and_silent_gateways_hold_replicas():
     assert (result.scaling_active, result.condition_reason) == (False, "PrometheusUnavailable")
     assert result.decision.reason == "NoData" and result.decision.replicas == 4 and result.plan.replicas == 4
     assert "holding replicas" in result.condition_message
+
+
+def test_pods_the_next_tick_does_not_need_wait_drained_as_warm_spares(prometheus):
+    # Demand that climbs 0.05 streams a second for an hour, then falls back (a sawtooth that
+    # Prometheus computes from time()), with this moment half-way up the climb: the fleet
+    # sized for three minutes ahead is larger than what live streams and the next tick
+    # need. The pods in between drain now, the empty ones first, and stay as warm spares.
+    now = time.time()
+    phase = 3600 - (now % 3600) + 1800          # `now` half-way up the climb, 30 min from the drop
+    spec = {"capacity": {"streamsPerReplica": 1, "minReplicas": 1, "maxReplicas": 500},
+            "scaling": {"leadTime": "180s", "history": "3d",
+                        "queries": {"streams": f"vector(((time() + {phase:.0f}) % 3600) * 0.05)"}}}
+    pods = [ready_pod(f"w-{i:03d}") for i in range(140)]
+    streams = {f"w-{i:03d}": float(i % 2) for i in range(140)}     # every other pod empty
+    state, result = run_tick(prometheus.url, spec=spec, pods=pods, streams=streams, now=now)
+    d, plan = result.decision, result.plan
+    assert result.condition_reason == "Forecasting" and result.live_streams == pytest.approx(90, abs=1)
+    spares = d.replicas - d.serving
+    assert spares >= 5 and d.serving >= math.ceil(result.live_streams / 0.8 - 1e-9)
+    assert plan.replicas == d.replicas and not plan.remove
+    assert len(plan.drain) == spares and all(streams[p] == 0 for p in plan.drain)
+    assert d.message.endswith(f"{spares} of them warm spares")
+    assert result.status_patch("2026-01-01T00:00:00Z")["spareReplicas"] == spares
+    # Next tick, the spares drained and empty: the fleet keeps them (demand has climbed a
+    # stream, so one may serve again), at the deletion cost of an empty serving pod.
+    for pod in pods:
+        if pod["metadata"]["name"] in plan.drain:
+            pod["metadata"]["annotations"] = {names.ANNOTATION_DRAINING: "true"}
+    _, again = run_tick(prometheus.url, spec=spec, pods=pods, streams=streams, state=state, now=now + 15)
+    kept = again.plan
+    assert not kept.remove and len(kept.undrain) <= 2 and kept.replicas == again.decision.replicas
+    assert again.decision.replicas - again.decision.serving == pytest.approx(spares, abs=2)
+    assert all(kept.costs[p] == 0 for p in plan.drain if p not in kept.undrain)
