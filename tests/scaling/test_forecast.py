@@ -174,6 +174,25 @@ def test_after_a_noisy_spell_the_band_narrows_from_the_first_minutes_of_calm():
         assert 0.93 <= covered <= 0.995, (lo, covered)
 
 
+def test_the_band_follows_a_calm_as_fast_on_minute_points_as_on_15s_ticks():
+    # The operator feeds the forecaster Prometheus' 1-minute points; the backtest, 15 s
+    # ticks. The error scale is weighted by time, not by count, so 40 minutes into a calm
+    # the band has narrowed as far on either.
+    rng = np.random.default_rng(4)
+    t = T0 + np.arange(0, 6 * 3600, 15.0)
+    calm_from = T0 + 4 * 3600
+    values = 200 + rng.normal(0, 1, len(t)) * np.where(t < calm_from, 30.0, 5.0)
+    narrowed = []
+    for every in (1, 4):
+        f = SeasonalForecaster(lead=180)
+        bands = {}
+        for ti, v in zip(t[::every], values[::every]):
+            f.observe(float(ti), float(v))
+            bands[float(ti)] = f.predict(float(ti)).band
+        narrowed.append(bands[calm_from + 40 * 60] / bands[calm_from - 60])
+    assert narrowed[0] < 0.6 and narrowed[1] == pytest.approx(narrowed[0], abs=0.15), narrowed
+
+
 @pytest.mark.parametrize("n", [20, 21, 240, 241])
 @pytest.mark.parametrize("q", [0.0, 0.5, 0.8413, 0.9772, 1.0])
 def test_band_quantile_is_numpys_linear_quantile(n, q):

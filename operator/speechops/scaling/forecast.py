@@ -164,6 +164,7 @@ class SeasonalForecaster:
         # holds each error divided by the RMS of its moment, with when it was scored.
         self._scale2 = 0.0
         self._scale_weight = 0.0
+        self._scored_target: float | None = None
         self._standardised_times: deque[float] = deque()
         self._standardised: deque[float] = deque()
         self._quantile_cache: tuple[tuple | None, float] = (None, 0.0)
@@ -258,7 +259,11 @@ class SeasonalForecaster:
             if error_scale is not None:
                 self._standardised_times.append(t)
                 self._standardised.append(error / error_scale)
-            c = _alpha(self.lead / 12, self.scale_tau)
+            # Weighted by the time between forecasts, so the scale's time constant is the same
+            # on the operator's 1-minute Prometheus points as on the backtest's 15 s ticks.
+            spacing = self.lead / 12 if self._scored_target is None else target - self._scored_target
+            self._scored_target = target
+            c = _alpha(min(spacing, self.max_gap), self.scale_tau)
             self._scale2 += c * (error * error - self._scale2)
             self._scale_weight += c * (1.0 - self._scale_weight)
             b = _alpha(self.lead / 12, self.error_tau)
