@@ -250,8 +250,12 @@ class SeasonalForecaster:
             if t - target > self.max_gap:
                 continue   # the target fell into a gap: no truth to compare with
             scale = max(value, blend, 1.0)
-            dt = max(t - target, 1.0)
-            a = _alpha(self.lead / 12 if dt < 1.5 else dt, self.weight_tau)
+            # Each error weighs the time since the forecast before it, so the time constants
+            # hold on the operator's 1-minute Prometheus points as on the backtest's 15 s ticks.
+            spacing = self.lead / 12 if self._scored_target is None else target - self._scored_target
+            spacing = min(spacing, self.max_gap)
+            self._scored_target = target
+            a = _alpha(spacing, self.weight_tau)
             for i, c in enumerate(cands):
                 self._mse[i] += a * (((value - c) / scale) ** 2 - self._mse[i])
             under = max(value - blend, 0.0) / scale
@@ -259,14 +263,10 @@ class SeasonalForecaster:
             if error_scale is not None:
                 self._standardised_times.append(t)
                 self._standardised.append(error / error_scale)
-            # Weighted by the time between forecasts, so the scale's time constant is the same
-            # on the operator's 1-minute Prometheus points as on the backtest's 15 s ticks.
-            spacing = self.lead / 12 if self._scored_target is None else target - self._scored_target
-            self._scored_target = target
-            c = _alpha(min(spacing, self.max_gap), self.scale_tau)
+            c = _alpha(spacing, self.scale_tau)
             self._scale2 += c * (error * error - self._scale2)
             self._scale_weight += c * (1.0 - self._scale_weight)
-            b = _alpha(self.lead / 12, self.error_tau)
+            b = _alpha(spacing, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
 
