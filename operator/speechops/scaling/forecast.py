@@ -161,7 +161,8 @@ class SeasonalForecaster:
         self.shape_window = shape_window
         # The blend's signed errors at the lead time, (actual - forecast) / sqrt(demand), have
         # a mean square `_scale2 / _scale_weight` over the last `scale_tau`; `_standardised`
-        # holds each error divided by the RMS of its moment, with when it was scored.
+        # holds each error divided by that RMS as it was when the forecast was made, with
+        # when it was scored.
         self._scale2 = 0.0
         self._scale_weight = 0.0
         self._scored_target: float | None = None
@@ -276,8 +277,8 @@ class SeasonalForecaster:
         `filtered`: the tier's quantile (a normal error at `headroom_sigmas` sigma) of the
         last `shape_window` of standardised errors at the lead time, times the error scale
         now, times sqrt(expected): bias and skew count, and the band widens and narrows with
-        the error scale (time constant `scale_tau` on its square). `rms`, and until 20 standardised
-        errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
+        the error scale (time constant `scale_tau` on its square). `rms`, and until 20
+        standardised errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
         while self._standardised_times and self._standardised_times[0] < (self.t or 0.0) - self.shape_window:
             self._standardised_times.popleft()
             self._standardised.popleft()
