@@ -18,7 +18,7 @@ CFG = PolicyConfig(streams_per_replica=10, target_utilization=0.8, min_replicas=
 
 def fc(expected, upper):
     return Forecast(at=1180.0, horizon=180.0, expected=expected, upper=upper, lower=max(2 * expected - upper, 0),
-                    model="level", sigma=0.1, history=86400.0)
+                    model="level", history=86400.0)
 
 
 def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):

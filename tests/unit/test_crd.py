@@ -131,8 +131,7 @@ def test_every_status_field_the_operator_writes_survives_pruning():
     status = root_schema()["properties"]["status"]
     reconciled = worker_status({"metadata": {"generation": 3}, "status": {}},
                                {"status": {"replicas": 3, "readyReplicas": 2}})
-    forecast = Forecast(at=1180.0, horizon=180.0, expected=60.0, upper=72.0, lower=48.0, model="level",
-                        sigma=0.1, history=86400.0)
+    forecast = Forecast(at=1180.0, horizon=180.0, expected=60.0, upper=72.0, lower=48.0, model="level", history=86400.0)
     decision = Decision(replicas=9, previous=7, reserve=1, reason="ScaleUp", message="scaling 7→9", forecast=forecast,
                         forecast_need=9, live_need=6, serving=7)
     tick = TickResult(decision=decision, plan=DrainPlan(replicas=9, drain=(), remove=()), lead=180.0,

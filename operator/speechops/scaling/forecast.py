@@ -54,7 +54,6 @@ class Forecast:
     upper: float         # expected + band
     lower: float
     model: str           # what produced it, e.g. "seasonal-weekly+trend"
-    sigma: float         # band scale, relative to the level (0.05 = 5%)
     history: float       # seconds of history seen
 
     @property
@@ -311,7 +310,6 @@ class SeasonalForecaster:
         cands = self._candidates(now, horizon)
         expected = max(self._blend(cands), 0.0)
         scale = math.sqrt(max(horizon, 1.0) / self.lead)
-        sigma = self.sigma() * scale
         spread = self.band_streams(expected) * scale
         # A ramp that has started is the one error the blend makes every time (it weighs
         # the trend by its noisy record): the upper bound follows the trend when it is higher.
@@ -326,7 +324,7 @@ class SeasonalForecaster:
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
                         lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
-                        sigma=sigma, history=self.profile.span())
+                        history=self.profile.span())
 
 
 class HoltWintersForecaster:
@@ -390,8 +388,7 @@ class HoltWintersForecaster:
         sd = math.sqrt(self._resid2 / self._resid_n) if self._resid_n else 0.25 * max(expected, 1.0)
         spread = self.band_sigmas * sd * math.sqrt(max(steps, 1.0))
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
-                        lower=max(expected - spread, 0.0), model="holt-winters", sigma=sd / max(expected, 1.0),
-                        history=0.0)
+                        lower=max(expected - spread, 0.0), model="holt-winters", history=0.0)
 
 
 def _quantile(values: np.ndarray, q: float) -> float:

@@ -343,7 +343,7 @@ class Foresight:
         i = min(int(np.searchsorted(self.times, now + horizon)), len(self.demand) - 1)
         value = float(self.demand[i])
         return Forecast(at=now + horizon, horizon=horizon, expected=value, upper=value, lower=value,
-                        model="perfect", sigma=0.0, history=0.0)
+                        model="perfect", history=0.0)
 
 
 def make_forecaster(kind: str, cfg: PolicyConfig):
