@@ -151,15 +151,20 @@ def test_the_band_covers_count_noise_as_well_at_low_demand_as_at_high():
     assert 0.93 <= low <= 0.995 and 0.93 <= high <= 0.995, (low, high)
 
 
+def noisy_then_calm(seed: int, calm_hours: int):
+    """15 s ticks of 200 streams: noisy (sd 30) for four hours, then calm (sd 5)."""
+    rng = np.random.default_rng(seed)
+    calm_from = T0 + 4 * 3600
+    t = T0 + np.arange(0, (4 + calm_hours) * 3600, 15.0)
+    return t, 200 + rng.normal(0, 1, len(t)) * np.where(t < calm_from, 30.0, 5.0), calm_from
+
+
 def test_after_a_noisy_spell_the_band_narrows_from_the_first_minutes_of_calm():
     # 200 streams, noisy (sd 30) for four hours, then calm (sd 5) for four. The band is the
     # tail quantile of a day of errors, each divided by the error scale of its moment,
     # times the scale now, so it narrows as the scale does. A quantile of the last hour's
     # raw errors held the noisy width until the noisy errors had all left the hour.
-    rng = np.random.default_rng(3)
-    t = T0 + np.arange(0, 8 * 3600, 15.0)
-    calm_from = T0 + 4 * 3600
-    values = 200 + rng.normal(0, 1, len(t)) * np.where(t < calm_from, 30.0, 5.0)
+    t, values, calm_from = noisy_then_calm(seed=3, calm_hours=4)
     f = SeasonalForecaster(lead=180)
     upper_at, band_at = {}, {}
     for ti, v in zip(t, values):
@@ -178,10 +183,7 @@ def test_the_band_follows_a_calm_as_fast_on_minute_points_as_on_15s_ticks():
     # The operator feeds the forecaster Prometheus' 1-minute points; the backtest, 15 s
     # ticks. The error scale is weighted by time, not by count, so 40 minutes into a calm
     # the band has narrowed as far on either.
-    rng = np.random.default_rng(4)
-    t = T0 + np.arange(0, 6 * 3600, 15.0)
-    calm_from = T0 + 4 * 3600
-    values = 200 + rng.normal(0, 1, len(t)) * np.where(t < calm_from, 30.0, 5.0)
+    t, values, calm_from = noisy_then_calm(seed=4, calm_hours=2)
     narrowed = []
     for every in (1, 4):
         f = SeasonalForecaster(lead=180)

@@ -239,7 +239,8 @@ class SeasonalForecaster:
         cands = self._candidates(t, self.lead)
         # Its error is standardised by the scale the band had when it was made, not by the
         # scale at scoring time, which already holds the errors of the predictions that
-        # overlap it: the band is judged by what it knew.
+        # overlap it: the band is judged by what it knew. None until the scale rests on
+        # some minutes of errors (half its weight).
         scale = self._error_scale() if self._scale_weight >= 0.5 else None
         self._pending.append((t + self.lead, cands, self._blend(cands), scale))
 

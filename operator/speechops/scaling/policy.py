@@ -111,8 +111,8 @@ class LiveSignals:
     active_streams: float | None       # None: unknown (gateway metrics unreachable)
     backlog_frames: float | None = None
     ready_replicas: int | None = None
-    deployment_replicas: int | None = None
-    draining: int = 0                  # of `replicas`, pods draining that still hold streams  # the worker Deployment's .spec.replicas: pods it still has to make
+    deployment_replicas: int | None = None  # the worker Deployment's .spec.replicas: pods it still has to make
+    draining: int = 0                  # of `replicas`, pods draining that still hold streams
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from speechops.api import Scaling, SpecError, parse_duration, parse_spec
+from speechops.api import PipelineSpec, Scaling, SpecError, parse_duration, parse_spec
 from speechops.profiles import PROFILES, profile
 from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
 from speechops.scaling import replay
@@ -50,6 +50,7 @@ from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
 from speechops.scaling.signals import STEP, PrometheusSource, SignalError
 
 TICK = 15.0
+DEFAULT_PROFILE = PipelineSpec.profile    # the tier of a manifest that names none
 
 # Targets from the issue, per trace.
 TARGET_UNSERVED_VS_HPA = 0.10
@@ -82,7 +83,7 @@ class Options:
     scale_down_delay: float = Scaling.scale_down_delay
     scale_down_max_percent: int = Scaling.scale_down_max_percent
     scale_down_period: float = Scaling.scale_down_period
-    headroom_sigmas: float = 2.0
+    headroom_sigmas: float = PROFILES[DEFAULT_PROFILE].headroom_sigmas
     tick: float = TICK
 
 
@@ -688,7 +689,7 @@ def spec_settings(path: str | Path) -> tuple[dict, str]:
 # Policy settings a flag or a --spec can give: flag > spec > these.
 _POLICY_DEFAULTS = {**{key: getattr(Options(), key) for key in ("capacity", "util", "lead", "scale_down_delay",
                                                                  "scale_down_max_percent", "scale_down_period")},
-                    "profile": "interactive", "history": Scaling.history}
+                    "profile": DEFAULT_PROFILE, "history": Scaling.history}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -707,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity", type=int, help="streams one pod serves (default 16)")
     ap.add_argument("--util", type=float, help="target utilisation (default 0.8)")
     ap.add_argument("--profile", choices=sorted(PROFILES),
-                    help="latency tier, whose headroom sigmas set the band (default interactive: 2)")
+                    help="latency tier, whose headroom sigmas set the band "
+                         f"(default {DEFAULT_PROFILE}: {PROFILES[DEFAULT_PROFILE].headroom_sigmas:g})")
     ap.add_argument("--start-delay", default="120s", help="pod creation to ready (default 120s)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply arrivals (default 1.0)")
     ap.add_argument("--gap", choices=("zero", "hold"), default="zero", help="missing rows: zero or repeat last")
@@ -757,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.prometheus:
             trace, duration, source = _from_prometheus(args, duration, history)
         else:
-            trace, duration = load_trace(args.trace), (240.0 if duration is None else duration)
+            trace, duration = load_trace(args.trace), (Options.duration if duration is None else duration)
         headroom = profile(settings.pop("profile")).headroom_sigmas
         opts = Options(duration=duration, start_delay=parse_duration(args.start_delay), scale=args.scale,
                        gap=args.gap, warmup=args.warmup, headroom_sigmas=headroom, **settings)
