@@ -8,7 +8,7 @@ Each trace is turned into concurrent streams as the backtest does (default optio
 to the forecaster tick by tick; only the scored part (past the 30% warm-up) counts. The
 baseline in the same run is the forecaster's `rms` band (sigmas x the RMS of recent
 under-forecasts). Also printed: the band's mean height in units of sqrt(demand), and the
-mean shortfall, in streams, of the ticks it did not cover. About 2 minutes on 2 cores.
+mean shortfall, in streams, of the ticks it did not cover. About 50 s on 2 cores.
 """
 
 from __future__ import annotations

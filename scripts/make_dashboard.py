@@ -60,10 +60,11 @@ def build() -> dict:
               [target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "{{namespace}}/{{pipeline}}", "A")],
               "short", 0, 0),
         panel(2, "Forecast vs actual streams",
-              "The scaler's forecast of demand at now + lead time against the streams that came. "
-              "A forecast that runs below the actual line means spikes are met late.",
+              "The scaler's forecast of demand at now + lead time, and the top of its band (what the fleet is "
+              "sized for), against the streams that came. Actual streams above the band's top are met late.",
               [target(f"sum by ({BY}) ({n.M_OP_FORECAST_STREAMS}{{{SEL}}})", "forecast {{namespace}}/{{pipeline}}", "A"),
-               target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "actual {{namespace}}/{{pipeline}}", "B")],
+               target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "actual {{namespace}}/{{pipeline}}", "B"),
+               target(f"sum by ({BY}) ({n.M_OP_FORECAST_UPPER}{{{SEL}}})", "band top {{namespace}}/{{pipeline}}", "C")],
               "short", 12, 0),
         panel(3, "Partial-result latency p50 / p90 / p99",
               "Audio in to partial result out, per pipeline.",
@@ -104,6 +105,12 @@ def build() -> dict:
                       "fallback {{pipeline}} {{reason}}", "A"),
                target(f"sum by ({BY}, level) ({n.M_DEGRADED_STREAMS}{{{SEL}}})", "degraded {{pipeline}} {{level}}", "B")],
               "short", 12, 32),
+        panel(11, "Forecast band coverage",
+              "Of the last day's forecasts, the share whose outcome came at or below the band's top, against "
+              "the share the pipeline's tier means it to cover. Well below: demand outgrows the band.",
+              [target(f"max by ({BY}) ({n.M_OP_BAND_COVERAGE}{{{SEL}}})", "covered {{pipeline}}", "A"),
+               target(f"max by ({BY}) ({n.M_OP_BAND_TARGET}{{{SEL}}})", "target {{pipeline}}", "B")],
+              "percentunit", 0, 40),
     ]
     return {
         "uid": "speechops-pipelines",

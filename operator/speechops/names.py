@@ -78,6 +78,9 @@ WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
 # Operator metrics (Prometheus, served on the operator's --metrics-port). The scaler's
 # series carry `namespace` and `pipeline`; the chart's dashboard and alerts query them.
 M_OP_FORECAST_STREAMS = "speechops_operator_forecast_streams"      # gauge: demand forecast at now + lead time
+M_OP_FORECAST_UPPER = "speechops_operator_forecast_upper_streams"  # gauge: top of the forecast's band at now + lead time
+M_OP_BAND_COVERAGE = "speechops_operator_forecast_band_coverage_ratio"  # gauge: share of the last day's outcomes at or below the band's top
+M_OP_BAND_TARGET = "speechops_operator_forecast_band_target_ratio"  # gauge: the share the tier's band is meant to cover
 M_OP_DESIRED_REPLICAS = "speechops_operator_desired_replicas"      # gauge: workers the scaler asked for
 M_OP_READY_REPLICAS = "speechops_operator_ready_replicas"          # gauge: workers ready
 M_OP_PLACEHOLDERS = "speechops_operator_placeholder_pods"          # gauge: placeholder pods asked for

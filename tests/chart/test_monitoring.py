@@ -25,7 +25,7 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian prometheus) not installed")
 
 ALERTS = {"SpeechopsP99FrameLatencyHigh", "SpeechopsDroppedFrames", "SpeechopsUnservedStreams",
-          "SpeechopsScalerFallback"}
+          "SpeechopsScalerFallback", "SpeechopsForecastBandTooNarrow"}
 
 
 def _rule_groups(tmp_path: Path) -> Path:
@@ -82,6 +82,11 @@ def _inputs() -> list[dict]:
         # The scaler of "bad" fell back once, ten minutes in.
         _series(names.M_OP_SCALER_FALLBACKS, BAD | {"reason": "PrometheusUnavailable"}, "0x10 1x20"),
         _series(names.M_OP_SCALER_FALLBACKS, GOOD | {"reason": "PrometheusUnavailable"}, "0x30"),
+        # The band of "bad" covered 90% of the last day against its tier's 97.7%; "good" 96%.
+        _series(names.M_OP_BAND_COVERAGE, BAD, "0.9x30"),
+        _series(names.M_OP_BAND_COVERAGE, GOOD, "0.96x30"),
+        _series(names.M_OP_BAND_TARGET, BAD, "0.977x30"),
+        _series(names.M_OP_BAND_TARGET, GOOD, "0.977x30"),
     ]
     return series
 
@@ -93,6 +98,8 @@ EXPECTED_SUMMARIES = {
     "SpeechopsUnservedStreams": ("critical", {}, "speech/bad rejects 0.10 streams/s"),
     "SpeechopsScalerFallback": ("warning", {"reason": "PrometheusUnavailable"},
                                 "Scaler of speech/bad fell back to reactive scaling (PrometheusUnavailable)"),
+    "SpeechopsForecastBandTooNarrow": ("warning", {},
+                                       "Forecast band of speech/bad covered only 90% of the last day's demand"),
 }
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from speechops.scaling.forecast import (DAY, HoltWintersForecaster, SeasonalForecaster, _quantile, clean_history,
+from speechops.scaling.forecast import (DAY, HoltWintersForecaster, SeasonalForecaster, _sorted_quantile, clean_history,
                                         from_counter)
 
 T0 = 1_700_006_400.0   # a Monday 00:00 UTC
@@ -199,7 +199,42 @@ def test_the_band_follows_a_calm_as_fast_on_minute_points_as_on_15s_ticks():
 @pytest.mark.parametrize("q", [0.0, 0.5, 0.8413, 0.9772, 1.0])
 def test_band_quantile_is_numpys_linear_quantile(n, q):
     errors = np.random.default_rng(n).standard_t(3, size=n)
-    assert _quantile(errors, q) == float(np.quantile(errors, q))
+    assert _sorted_quantile(sorted(errors.tolist()), q) == float(np.quantile(errors, q))
+
+
+def daily_poisson(seed: int, hours: int):
+    """15 s ticks of Poisson counts on a daily cycle between 100 and 500 streams."""
+    t = T0 + np.arange(0, hours * 3600, 15.0)
+    return t, np.random.default_rng(seed).poisson(300 - 200 * np.cos(2 * np.pi * (t - T0) / DAY)).astype(float)
+
+
+def test_coverage_is_the_share_of_the_last_days_outcomes_under_their_band_top():
+    # What the operator exports as the band's live calibration is what an observer outside
+    # counts: each forecast's band top against the demand one lead time later, over a day.
+    t, values = daily_poisson(seed=5, hours=30)
+    f = SeasonalForecaster(lead=180)
+    upper_at = {}
+    for ti, v in zip(t, values):
+        f.observe(float(ti), float(v))
+        upper_at[float(ti) + 180] = f.predict(float(ti)).upper
+        if ti == T0 + 45 * 60:
+            assert f.coverage() is None     # 42 minutes scored: too few to judge a tail
+    outcomes = [v <= upper_at[float(ti)] for ti, v in zip(t, values)
+                if float(ti) in upper_at and ti >= t[-1] - DAY]
+    share, scored = f.coverage()
+    assert scored == len(outcomes) == DAY / 15 + 1
+    assert share == pytest.approx(np.mean(outcomes))
+    assert 0.96 <= share <= 0.99      # the 2 sigma tier means 97.7%
+
+
+def test_coverage_falls_when_demand_turns_burstier_than_the_days_errors():
+    # Four hours of bursts (150 more streams for 4 minutes in every 20) after a day of
+    # plain count noise: the band, whose tail rests on the day's errors, misses their
+    # starts, and the day's coverage drops below what the tier means.
+    t, values = daily_poisson(seed=5, hours=30)
+    bursts = (t >= T0 + 26 * 3600) & ((t - T0) % 1200 < 240)
+    calm, bursty = fed(t, values), fed(t, values + 150 * bursts)
+    assert bursty.coverage()[0] < min(calm.coverage()[0] - 0.01, bursty.quantile - 0.015)
 
 
 def test_profile_lookups_follow_each_new_minute():

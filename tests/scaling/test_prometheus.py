@@ -63,6 +63,10 @@ def test_tick_forecasts_from_two_weeks_and_sizes_replicas(prometheus):
     status = result.status_patch("2026-01-01T00:00:00Z")
     assert status["desiredReplicas"] == result.decision.replicas
     assert status["forecast"]["horizon"] == "180s" and status["forecast"]["model"] == f.model
+    # Two weeks scored at the lead time: the band's live calibration for the dashboard and
+    # the SpeechopsForecastBandTooNarrow alert, against what the 2 sigma tier means.
+    assert result.band_target == pytest.approx(0.977, abs=0.001)
+    assert 0.9 <= result.band_coverage <= 1.0, result.band_coverage
     # The next tick only feeds what is new.
     _, again = run_tick(prometheus.url, state=state, now=now + 15)
     assert again.history_points <= 1

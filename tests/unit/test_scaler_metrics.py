@@ -76,10 +76,28 @@ def test_warm_spares_are_the_desired_workers_that_do_not_serve():
 def test_metric_names_are_the_shared_names():
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
-    metrics.record("ns", "p", desired=1, ready=1, placeholders=0, forecast_streams=12.5, fallback_reason="NoHistory")
+    metrics.record("ns", "p", desired=1, ready=1, placeholders=0, forecast_streams=12.5, fallback_reason="NoHistory",
+                   upper_streams=20.0, band_coverage=0.97, band_target=0.977)
     exported = {k[0] for k in _samples(registry)}
     reconciler = {names.M_OP_RECONCILES, names.M_OP_ERRORS, names.M_OP_RECONCILE_DURATION, names.M_OP_CHILD_WRITES}
     assert exported == {v for k, v in vars(names).items() if k.startswith("M_OP_")} - reconciler
+
+
+def test_band_series_go_when_there_is_no_band_to_judge():
+    # A stale coverage would hold the SpeechopsForecastBandTooNarrow alert up after the
+    # forecast stopped (Prometheus gone, a switch to reactive mode).
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    key = (("namespace", "ns"), ("pipeline", "p"))
+    metrics.record("ns", "p", desired=3, ready=3, placeholders=0, forecast_streams=30.0, fallback_reason=None,
+                   upper_streams=41.0, band_coverage=0.91, band_target=0.977)
+    got = _samples(registry)
+    assert (got[(names.M_OP_FORECAST_UPPER, key)], got[(names.M_OP_BAND_COVERAGE, key)],
+            got[(names.M_OP_BAND_TARGET, key)]) == (41.0, 0.91, 0.977)
+    metrics.record("ns", "p", desired=3, ready=3, placeholders=0, forecast_streams=None,
+                   fallback_reason="PrometheusUnavailable")
+    assert not {names.M_OP_FORECAST_UPPER, names.M_OP_BAND_COVERAGE, names.M_OP_BAND_TARGET} & {
+        k[0] for k in _samples(registry)}
 
 
 def test_reconciler_metrics_are_the_shared_names():

@@ -54,6 +54,11 @@ class TickResult:
     # Why this tick's plan is not applied ("" = applied): a dry run, or another autoscaler
     # on the worker Deployment.
     withheld: str = ""
+    # The band's live calibration: of the last day's forecasts, the share whose outcome came
+    # at or below the band's top (None until an hour is scored), and the share the tier's
+    # band is meant to cover (None for a tier without a band).
+    band_coverage: float | None = None
+    band_target: float | None = None
     # Worth an Event and a log line: the replicas change, or, when the plan is withheld,
     # the recommendation does (the fleet follows something else, so it differs from the
     # recommendation on most ticks).
@@ -127,7 +132,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
         state.forecaster, state.fed_until, state.lead = None, 0.0, lead
 
     live = backlog = None
-    forecast = near = None
+    forecast = near = coverage = None
     active, reason, message = True, "Forecasting", ""
     points = 0
     if cfg.mode == "fixed":
@@ -144,6 +149,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                 if state.forecaster is not None and state.forecaster.observations:
                     forecast = state.forecaster.predict(now, lead)
                     near = state.forecaster.predict(now, TICK)
+                    coverage = state.forecaster.coverage()
                     span = forecast.history / 3600
                     message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
                                if span >= 24 else f"partial history ({span:.1f}h): seasonal profile not used yet")
@@ -189,7 +195,10 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
         announce, state.recommended = decision.changed, None
     return TickResult(decision=decision, plan=plan, lead=lead, scaling_active=active, condition_reason=reason,
                       condition_message=message or decision.message, live_streams=live, forecast=forecast,
-                      history_points=points, pod_loads=tuple(loads), withheld=withheld, announce=announce)
+                      history_points=points, pod_loads=tuple(loads), withheld=withheld, announce=announce,
+                      band_coverage=None if coverage is None else coverage[0],
+                      band_target=state.forecaster.quantile if forecast is not None and cfg.headroom_sigmas > 0
+                      else None)
 
 
 def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:

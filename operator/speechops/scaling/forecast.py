@@ -29,10 +29,15 @@ band then narrows from the first minutes of a calm, where a quantile of the last
 errors held the noisy width for an hour, and the quantile, which sets how far into the
 tail the band reaches, rests on a day's errors rather than the five of an hour's 240
 that lie beyond it.
+
+`coverage()` is the band's record over that day: the share of outcomes that came at or
+below the band's top. The operator exports it beside the share the tier means, so a band
+that no longer covers the traffic raises an alert rather than only unserved streams.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -160,14 +165,15 @@ class SeasonalForecaster:
         self.shape_window = shape_window
         # The blend's signed errors at the lead time, (actual - forecast) / sqrt(demand), have
         # a mean square `_scale2 / _scale_weight` over the last `scale_tau`; `_standardised`
-        # holds each error divided by that RMS as it was when the forecast was made, with
-        # when it was scored.
+        # holds, for the last `shape_window`, when each was scored and the error divided by
+        # that RMS as it was when the forecast was made; `_standardised_sorted` the same
+        # values in order, kept sorted as they come and go, so the band's quantile, asked
+        # for on every observation, is a lookup rather than a sort.
         self._scale2 = 0.0
         self._scale_weight = 0.0
         self._scored_target: float | None = None
-        self._standardised_times: deque[float] = deque()
-        self._standardised: deque[float] = deque()
-        self._quantile_cache: tuple[tuple | None, float] = (None, 0.0)
+        self._standardised: deque[tuple[float, float]] = deque()
+        self._standardised_sorted: list[float] = []
         # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
         self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
         self.profile = SeasonalProfile()
@@ -177,8 +183,12 @@ class SeasonalForecaster:
         self.mean = 0.0
         self.observations = 0
         # Predictions waiting for their target time: (target_t, (level, trend, seasonal, mean),
-        # blend, the error scale when it was made or None before there was one).
-        self._pending: deque[tuple[float, tuple[float, ...], float, float | None]] = deque()
+        # blend, the error scale when it was made or None before there was one, the band's top).
+        self._pending: deque[tuple[float, tuple[float, ...], float, float | None, float]] = deque()
+        # The last `shape_window` of scored predictions, (when, outcome at or below the band's
+        # top), and how many were: the band's live calibration (`coverage`).
+        self._covered: deque[tuple[float, bool]] = deque()
+        self._covered_count = 0
         self._mse = [1e-4] * 4            # relative squared error per predictor at the lead
         self._err_up = 0.0               # mean squared under-forecast of the blend, relative
         self._err_weight = 0.0
@@ -236,18 +246,18 @@ class SeasonalForecaster:
         return sum(w * c for w, c in zip(self._weights(), cands))
 
     def _remember(self, t: float) -> None:
-        cands = self._candidates(t, self.lead)
+        cands, forecast = self._forecast(t, self.lead)
         # Its error is standardised by the scale the band had when it was made, not by the
         # scale at scoring time, which already holds the errors of the predictions that
         # overlap it: the band is judged by what it knew. None until the scale rests on
         # some minutes of errors (half its weight).
         scale = self._error_scale() if self._scale_weight >= 0.5 else None
-        self._pending.append((t + self.lead, cands, self._blend(cands), scale))
+        self._pending.append((t + self.lead, cands, forecast.expected, scale, forecast.upper))
 
     def _score(self, t: float, value: float) -> None:
         """Errors at the lead time for every prediction whose target time has come."""
         while self._pending and self._pending[0][0] <= t:
-            target, cands, blend, error_scale = self._pending.popleft()
+            target, cands, blend, error_scale, upper = self._pending.popleft()
             if t - target > self.max_gap:
                 continue   # the target fell into a gap: no truth to compare with
             scale = max(value, blend, 1.0)
@@ -262,14 +272,34 @@ class SeasonalForecaster:
             under = max(value - blend, 0.0) / scale
             error = (value - blend) / math.sqrt(scale)
             if error_scale is not None:
-                self._standardised_times.append(t)
-                self._standardised.append(error / error_scale)
+                self._standardised.append((t, error / error_scale))
+                bisect.insort(self._standardised_sorted, error / error_scale)
+            self._covered.append((t, value <= upper))
+            self._covered_count += value <= upper
             c = _alpha(spacing, self.scale_tau)
             self._scale2 += c * (error * error - self._scale2)
             self._scale_weight += c * (1.0 - self._scale_weight)
             b = _alpha(spacing, self.error_tau)
             self._err_up += b * (under * under - self._err_up)
             self._err_weight += b * (1.0 - self._err_weight)
+        self._forget_before(t - self.shape_window)
+
+    def _forget_before(self, t: float) -> None:
+        """Drop the scored errors and outcomes older than `t`."""
+        while self._standardised and self._standardised[0][0] < t:
+            z = self._standardised.popleft()[1]
+            del self._standardised_sorted[bisect.bisect_left(self._standardised_sorted, z)]
+        while self._covered and self._covered[0][0] < t:
+            self._covered_count -= self._covered.popleft()[1]
+
+    def coverage(self) -> tuple[float, int] | None:
+        """The band's live calibration: of the predictions scored over the last
+        `shape_window`, the share whose outcome came at or below their band's top, and how
+        many were scored. The tier's sigmas name the share it should be (`quantile`). None
+        until the scored outcomes span an hour: a few minutes' share says nothing of a tail."""
+        if not self._covered or self._covered[-1][0] - self._covered[0][0] < 3600.0:
+            return None
+        return self._covered_count / len(self._covered), len(self._covered)
 
     def band_streams(self, expected: float) -> float:
         """How far above `expected` the band reaches, in streams.
@@ -279,17 +309,10 @@ class SeasonalForecaster:
         now, times sqrt(expected): bias and skew count, and the band widens and narrows with
         the error scale (time constant `scale_tau` on its square). `rms`, and until 20
         standardised errors are known: headroom_sigmas x one-sided RMS, relative to expected."""
-        while self._standardised_times and self._standardised_times[0] < (self.t or 0.0) - self.shape_window:
-            self._standardised_times.popleft()
-            self._standardised.popleft()
         level = max(expected, 1.0)
-        if self.band == "filtered" and len(self._standardised) >= 20:
-            # The policy asks twice a tick (at the lead time and one tick ahead): one sort.
-            key = (self.t, len(self._standardised))
-            if self._quantile_cache[0] != key:
-                z = np.fromiter(self._standardised, dtype=float, count=len(self._standardised))
-                self._quantile_cache = (key, max(_quantile(z, self.quantile), 0.0) * self._error_scale())
-            return self._quantile_cache[1] * math.sqrt(level)
+        if self.band == "filtered" and len(self._standardised_sorted) >= 20:
+            z = max(_sorted_quantile(self._standardised_sorted, self.quantile), 0.0)
+            return z * self._error_scale() * math.sqrt(level)
         return self.band_sigmas * self.sigma() * level
 
     def _error_scale(self) -> float:
@@ -305,9 +328,12 @@ class SeasonalForecaster:
         return math.sqrt(2.0 * self._err_up / self._err_weight)
 
     def predict(self, now: float, horizon: float | None = None) -> Forecast:
-        horizon = self.lead if horizon is None else horizon
         if self.t is None:
             raise ValueError("no observations yet: cannot forecast")
+        return self._forecast(now, self.lead if horizon is None else horizon)[1]
+
+    def _forecast(self, now: float, horizon: float) -> tuple[tuple[float, ...], Forecast]:
+        """The predictors' values and the forecast they blend into."""
         cands = self._candidates(now, horizon)
         expected = max(self._blend(cands), 0.0)
         scale = math.sqrt(max(horizon, 1.0) / self.lead)
@@ -323,9 +349,9 @@ class SeasonalForecaster:
         top = max(expected, cands[1]) if trusted else expected
         labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "", "mean")
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
-        return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
-                        lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
-                        history=self.profile.span())
+        return cands, Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
+                               lower=max(expected - spread, 0.0), model="+".join(parts) or "level",
+                               history=self.profile.span())
 
 
 class HoltWintersForecaster:
@@ -392,14 +418,12 @@ class HoltWintersForecaster:
                         lower=max(expected - spread, 0.0), model="holt-winters", history=0.0)
 
 
-def _quantile(values: np.ndarray, q: float) -> float:
-    """np.quantile's default (linear) estimate, by partial sort: the backtest asks for one
-    on every tick, and np.quantile's set-up costs more than the partial sort of a day's errors."""
+def _sorted_quantile(values: list[float], q: float) -> float:
+    """np.quantile's default (linear) estimate on values already sorted."""
     at = q * (len(values) - 1)
     lo = int(math.floor(at))
     hi = min(lo + 1, len(values) - 1)
-    part = np.partition(values, (lo, hi))
-    a, b, g = float(part[lo]), float(part[hi]), at - lo
+    a, b, g = values[lo], values[hi], at - lo
     # numpy's own interpolation, including its rounding: b - (b - a)(1 - g) past the middle.
     return b - (b - a) * (1.0 - g) if g >= 0.5 else a + (b - a) * g
 

@@ -1,7 +1,8 @@
 """The scaler's Prometheus metrics (speechops_operator_*), served with the operator's on --metrics-port.
 
-The chart's dashboard ("Forecast vs actual streams", "Replicas and placeholders") and
-its SpeechopsScalerFallback alert read these series. Names come from speechops.names;
+The chart's dashboard ("Forecast vs actual streams", "Forecast band coverage", "Replicas
+and placeholders") and its SpeechopsScalerFallback and SpeechopsForecastBandTooNarrow
+alerts read these series. Names come from speechops.names;
 every series carries `namespace` and `pipeline`.
 
 One call per scaler tick (`record_tick`) keeps them current; `forget` drops a deleted
@@ -31,6 +32,15 @@ class OperatorMetrics:
         self.placeholders = Gauge(names.M_OP_PLACEHOLDERS,
                                   "Placeholder pods the scaler asked for (warm capacity).", LABELS,
                                   registry=registry)
+        self.upper = Gauge(names.M_OP_FORECAST_UPPER,
+                           "Top of the forecast's band at now + lead time: what the fleet is sized to serve.",
+                           LABELS, registry=registry)
+        self.coverage = Gauge(names.M_OP_BAND_COVERAGE,
+                              "Of the forecasts scored over the last day, the share whose outcome came at or "
+                              "below the band's top.", LABELS, registry=registry)
+        self.coverage_target = Gauge(names.M_OP_BAND_TARGET,
+                                     "The share of outcomes the tier's band is meant to cover (its quantile).",
+                                     LABELS, registry=registry)
         self.spares = Gauge(names.M_OP_SPARES,
                             "Of the desired workers, those kept drained as warm spares (no new streams).", LABELS,
                             registry=registry)
@@ -40,7 +50,9 @@ class OperatorMetrics:
                                  "unavailable, by reason.", LABELS + ("reason",), registry=registry)
 
     def record(self, namespace: str, pipeline: str, *, desired: int, ready: int, placeholders: int,
-               forecast_streams: float | None, fallback_reason: str | None, spares: int = 0) -> None:
+               forecast_streams: float | None, fallback_reason: str | None, spares: int = 0,
+               upper_streams: float | None = None, band_coverage: float | None = None,
+               band_target: float | None = None) -> None:
         key = (namespace, pipeline)
         self.desired.labels(*key).set(desired)
         self.spares.labels(*key).set(spares)
@@ -50,19 +62,32 @@ class OperatorMetrics:
             self.forecast.labels(*key).set(forecast_streams)
         if fallback_reason:
             self.fallbacks.labels(*key, fallback_reason).inc()
+        # The band's series go when there is no band to judge (no forecast this tick, too
+        # short a record, a tier without a band): a stale coverage would keep an alert up.
+        for gauge, value in ((self.upper, upper_streams), (self.coverage, band_coverage),
+                             (self.coverage_target, band_target)):
+            if value is not None:
+                gauge.labels(*key).set(value)
+            else:
+                _drop(gauge, key)
 
     def forget(self, namespace: str, pipeline: str) -> None:
-        for gauge in (self.forecast, self.desired, self.ready, self.placeholders, self.spares):
-            try:
-                gauge.remove(namespace, pipeline)
-            except KeyError:
-                pass
+        for gauge in (self.forecast, self.desired, self.ready, self.placeholders, self.spares, self.upper,
+                      self.coverage, self.coverage_target):
+            _drop(gauge, (namespace, pipeline))
         for labels in [s.labels for m in self.fallbacks.collect() for s in m.samples]:
             if labels.get("namespace") == namespace and labels.get("pipeline") == pipeline:
                 try:
                     self.fallbacks.remove(namespace, pipeline, labels["reason"])
                 except KeyError:
                     pass
+
+
+def _drop(gauge: Gauge, key: tuple[str, str]) -> None:
+    try:
+        gauge.remove(*key)
+    except KeyError:
+        pass
 
 
 _default: OperatorMetrics | None = None
@@ -93,9 +118,12 @@ def record_tick(namespace: str, pipeline: str, result: Any, pods: Iterable[Mappi
     that could not forecast (scaling_active False) counts as a fallback; one held back by
     a HorizontalPodAutoscaler on the workers does not (its condition says so)."""
     decision = result.decision
-    forecast = decision.forecast.expected if decision.forecast is not None else None
+    forecast = decision.forecast
     fell_back = not result.scaling_active and result.condition_reason != conditions.CONFLICTING_AUTOSCALER
     (metrics or default()).record(
         namespace, pipeline, desired=decision.replicas, ready=_ready(pods), placeholders=decision.reserve,
         spares=decision.replicas - decision.serving,
-        forecast_streams=forecast, fallback_reason=result.condition_reason if fell_back else None)
+        forecast_streams=None if forecast is None else forecast.expected,
+        upper_streams=None if forecast is None else forecast.upper,
+        band_coverage=result.band_coverage, band_target=result.band_target,
+        fallback_reason=result.condition_reason if fell_back else None)
