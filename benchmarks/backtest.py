@@ -2,6 +2,7 @@
 against the targets (speechops vs the HPA, Holt-Winters and the oracle, same process).
 
     PYTHONPATH=operator python benchmarks/backtest.py [--traces DIR] [--json] [--plots DIR]
+                                                      [--durations fixed|exponential]
 
 Targets, per trace: unserved stream-minutes <= 0.1x HPA's, pod-hours <= 1.1x HPA's and
 <= 1.15x the oracle's, 0 streams cut. `perfect/oracle` is the speechops policy fed the true
@@ -26,9 +27,9 @@ from speechops.scaling import simulate  # noqa: E402
 from speechops.scaling.plot import require_matplotlib  # noqa: E402
 
 
-def run_one(path: str, plots: str | None) -> dict:
+def run_one(path: str, plots: str | None, durations: str) -> dict:
     started = time.monotonic()
-    report = simulate.backtest(simulate.load_trace(path), simulate.Options())
+    report = simulate.backtest(simulate.load_trace(path), simulate.Options(durations=durations))
     if plots:
         simulate.write_plot(Path(plots) / f"{Path(path).stem}.png", report)
     report.pop("_series", None)
@@ -42,6 +43,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plots", help="write one PNG per trace into this folder")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--durations", choices=("fixed", "exponential"), default="fixed",
+                    help="stream lengths: all 240 s, or exponential with that mean")
     args = ap.parse_args()
     traces = sorted(Path(args.traces).glob("*.csv"))
     if not traces:
@@ -51,7 +54,8 @@ def main() -> int:
         require_matplotlib()
         Path(args.plots).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        reports = list(pool.map(run_one, map(str, traces), [args.plots] * len(traces)))
+        reports = list(pool.map(run_one, map(str, traces), [args.plots] * len(traces),
+                                [args.durations] * len(traces)))
     if args.json:
         print(json.dumps(reports))
         return 0

@@ -1,6 +1,7 @@
 """The backtest: trace loading, the fleet model, and a real shared trace end to end."""
 
 import json
+import math
 import os
 import struct
 import sys
@@ -79,6 +80,33 @@ def test_fleet_drains_instead_of_cutting():
     assert cut == pytest.approx(64 * 4 / 10)
 
 
+def test_exponential_lifetimes_keep_littles_law_and_empty_a_drained_pod_at_its_longest_call():
+    # Mean 240 s: 2 arrivals a tick hold 32 streams at steady state, as with fixed lengths.
+    arrivals = np.full(400, 2.0)
+    life = simulate.Lifetimes(arrivals, Options(durations="exponential"))
+    assert life.open[0] == pytest.approx(32.0, rel=1e-3) and life.open[-1] == pytest.approx(32.0, rel=1e-3)
+    # Of the streams open at tick 100, e^-1 are still open one mean duration later.
+    assert life.alive_since(100, 116) == pytest.approx(32.0 * math.exp(-1.0), rel=1e-3)
+    # A pod drained with 16 calls expects under half a call after ln(32) mean durations,
+    # 13.9 minutes (the expected longest of 16 calls is 13.5), where fixed lengths give 4.
+    assert life.empty_at(100, 16.0) == 100 + math.ceil(math.log(32.0) * 16)
+    assert life.empty_at(100, 0.4) == 101
+    assert simulate.Lifetimes(arrivals, Options()).empty_at(100, 16.0) == 116
+
+
+def test_exponential_lifetimes_drain_pods_later_and_still_cut_nothing(tmp_path):
+    # A daily swing at 1-minute rows: with calls of varied length a drained pod holds its
+    # longest one, so the same policy keeps more pod-hours, and it still never cuts a call.
+    rows = "\n".join(f"{1_700_006_400 + i * 60},{int(40 + 30 * math.sin(2 * math.pi * i / 1440))}"
+                     for i in range(2 * 1440))
+    trace = load_trace(write(tmp_path, rows))
+    fixed, varied = (simulate.backtest(trace, Options(durations=kind)) for kind in ("fixed", "exponential"))
+    assert varied["results"]["speechops"]["streams_cut"] == 0 and varied["results"]["hpa"]["streams_cut"] > 0
+    assert varied["options"]["durations"] == "exponential"
+    assert (varied["ratios"]["perfect_forecast_pod_hours_vs_oracle"]
+            > fixed["ratios"]["perfect_forecast_pod_hours_vs_oracle"])
+
+
 def test_fleet_scale_up_takes_draining_pods_back_before_starting_new_ones():
     arrivals = np.full(200, 4.0)
     demand = concurrency(arrivals, 16)
@@ -143,6 +171,10 @@ def test_table_prints_the_targets(capsys):
     out = capsys.readouterr().out
     assert "x HPA" in out and "x oracle" in out and "hpa" in out and "oracle" in out
     assert "with a perfect forecast the policy pays" in out
+    assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--durations", "exponential",
+                          "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["options"]["durations"] == "exponential" and report["results"]["speechops"]["streams_cut"] == 0
 
 
 def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Backtest: replay an arrivals trace through the scaling policies on a 15 s tick.
 
 `speechops backtest TRACE.csv` turns arrivals into concurrent streams (each lasts
-`--duration`, so concurrency = arrival rate x duration, Little's law), runs the policy the
+`--duration`, or that on average with `--durations exponential`, so concurrency = arrival
+rate x duration, Little's law), runs the policy the
 operator runs live (the same `Policy` and `SeasonalForecaster` objects) against a fleet
 model where a pod takes `--start-delay` to become ready and serves `--capacity` streams,
 and scores past a warm-up:
@@ -19,7 +20,8 @@ splits speechops' gap to the oracle into what the policy costs and what forecast
 
 The fleet is modelled in aggregate (counts, not pod objects) so 87 days of 15 s ticks run
 in seconds per policy: load is spread evenly, so a pod told to drain holds its share of the
-streams of every age and empties when the youngest of them ends. `Fleet.apply` does what
+streams of every age and empties when the youngest of them ends (`Lifetimes`: with
+exponential lengths, when it expects under half a stream). `Fleet.apply` does what
 the operator's `plan_replicas` does to pods: the serving target's pods serve, the rest of
 the fleet drains and waits as warm spares, scale-up takes draining pods and spares back
 before it starts new ones, and a pod taken back serves from the next tick.
@@ -78,6 +80,7 @@ class Options:
     start_delay: float = 120.0
     scale: float = 1.0
     gap: str = "zero"
+    durations: str = "fixed"      # fixed | exponential (with mean `duration`)
     warmup: float = 0.3
     lead: float = Scaling.lead_time                  # the operator's defaults
     scale_down_delay: float = Scaling.scale_down_delay
@@ -198,6 +201,53 @@ def concurrency(arrivals: np.ndarray, duration_ticks: int) -> np.ndarray:
     return c[idx] - c[np.maximum(idx - duration_ticks, 0)]
 
 
+class Lifetimes:
+    """How long streams last, and so how many of those that arrived by one tick are still
+    open at a later one. `fixed`: every stream lasts `opts.duration`. `exponential`: the
+    same mean, exponentially distributed, closer to call lengths (most calls short, a few
+    long), so a drained pod empties over several mean durations rather than exactly one.
+    The first tick's arrival rate is taken to have run before it (a steady start)."""
+
+    def __init__(self, arrivals: np.ndarray, opts: Options):
+        self.kind = opts.durations
+        self.d_ticks = max(int(round(opts.duration / opts.tick)), 1)
+        if self.kind == "fixed":
+            self.cum = np.concatenate(([0.0], np.cumsum(arrivals)))
+            # The last tick at or before i with any arrival: a drained pod empties D after it.
+            has = np.where(arrivals > 0, np.arange(len(arrivals)), -10**9)
+            self.last_arrival = np.maximum.accumulate(has)
+        elif self.kind == "exponential":
+            self.survive = math.exp(-opts.tick / opts.duration)     # per tick
+            # open[i]: streams that arrived by tick i still open at its end, from a steady
+            # start. A tick's arrivals are half a tick old then, so each counts sqrt(survive),
+            # and a stream counts `duration` on average, as Little's law has it.
+            self.open = np.empty(len(arrivals))
+            arrived = (arrivals[0] if len(arrivals) else 0.0) / (1.0 - self.survive)
+            for i, a in enumerate(arrivals.tolist()):
+                arrived = arrived * self.survive + a
+                self.open[i] = arrived
+            self.open *= math.sqrt(self.survive)
+        else:
+            raise ValueError(f"durations must be fixed or exponential, not {self.kind!r}")
+
+    def alive_since(self, i0: int, t: int) -> float:
+        """Streams that arrived up to tick i0 and are still open at tick t >= i0."""
+        if self.kind == "fixed":
+            lo = max(t - self.d_ticks + 1, 0)
+            return self.cum[i0 + 1] - self.cum[lo] if lo <= i0 else 0.0
+        return float(self.open[i0]) * self.survive ** (t - i0)
+
+    def empty_at(self, t: int, per_pod: float) -> int:
+        """The tick a pod that took its last stream at tick t, holding `per_pod` streams
+        then, is empty. Exponential: when it expects under half a stream, about the
+        expected longest of its streams (16 streams of mean 240 s: 13.8 minutes)."""
+        if self.kind == "fixed":
+            return int(self.last_arrival[t]) + self.d_ticks if per_pod > 0 else t + 1
+        if per_pod <= 0.5:
+            return t + 1
+        return t + max(int(math.ceil(math.log(per_pod / 0.5) / -math.log(self.survive))), 1)
+
+
 # -- fleet model ---------------------------------------------------------------------------
 
 class Fleet:
@@ -206,12 +256,8 @@ class Fleet:
 
     def __init__(self, arrivals: np.ndarray, opts: Options, initial: int):
         self.opts = opts
-        self.d_ticks = max(int(round(opts.duration / opts.tick)), 1)
         self.delay_ticks = max(int(math.ceil(opts.start_delay / opts.tick)), 0)
-        self.cum = np.concatenate(([0.0], np.cumsum(arrivals)))
-        # The last tick at or before i with any arrival: a drained pod empties D after it.
-        has = np.where(arrivals > 0, np.arange(len(arrivals)), -10**9)
-        self.last_arrival = np.maximum.accumulate(has)
+        self.lifetimes = Lifetimes(arrivals, opts)
         self.serving = initial
         self.spares = 0
         self.starting: deque[list[int]] = deque()      # [ready_tick, count]
@@ -219,8 +265,7 @@ class Fleet:
 
     def alive_since(self, i0: int, t: int) -> float:
         """Streams that arrived up to tick i0 and are still alive at tick t."""
-        lo = max(t - self.d_ticks + 1, 0)
-        return self.cum[i0 + 1] - self.cum[lo] if lo <= i0 else 0.0
+        return self.lifetimes.alive_since(i0, t)
 
     def draining_streams(self, t: int) -> float:
         total = 0.0
@@ -301,7 +346,7 @@ class Fleet:
             share = self._share_per_pod(t, demand)
             self.serving -= drain
             # Even an empty pod is a spare only from the next tick, once its gateway has drained.
-            empty_at = int(self.last_arrival[t]) + self.d_ticks if share > 0 else t + 1
+            empty_at = self.lifetimes.empty_at(t, share * self.alive_since(t, t))
             self.draining.append((t, drain, share * drain, empty_at))
         over = self.n_alive() - keep
         if over > 0:
@@ -522,7 +567,10 @@ def prepare(trace: Trace, opts: Options) -> tuple[np.ndarray, np.ndarray, np.nda
     # lead-time errors from it (the whole of the 1-hour azure traces).
     head = np.full(d_ticks, arrivals[:d_ticks].mean())
     times = np.concatenate((times[0] - opts.tick * np.arange(d_ticks, 0, -1), times))
-    demand = concurrency(np.concatenate((head, head, arrivals)), d_ticks)[d_ticks:]
+    if opts.durations == "fixed":
+        demand = concurrency(np.concatenate((head, head, arrivals)), d_ticks)[d_ticks:]
+    else:
+        demand = Lifetimes(np.concatenate((head, arrivals)), opts).open
     arrivals = np.concatenate((head, arrivals))
     return times, arrivals, demand, d_ticks + int((len(demand) - d_ticks) * opts.warmup)
 
@@ -713,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-delay", default="120s", help="pod creation to ready (default 120s)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply arrivals (default 1.0)")
     ap.add_argument("--gap", choices=("zero", "hold"), default="zero", help="missing rows: zero or repeat last")
+    ap.add_argument("--durations", choices=("fixed", "exponential"), default="fixed",
+                    help="every stream lasts --duration, or exponentially distributed with that mean "
+                         "(closer to call lengths; drained pods empty later)")
     ap.add_argument("--lead", help=f"forecast lead time (default {Scaling.lead_time:g}s)")
     ap.add_argument("--scale-down-delay",
                     help=f"how long demand stays low before pods drain (default {Scaling.scale_down_delay:g}s)")
@@ -762,7 +813,8 @@ def main(argv: list[str] | None = None) -> int:
             trace, duration = load_trace(args.trace), (Options.duration if duration is None else duration)
         headroom = profile(settings.pop("profile")).headroom_sigmas
         opts = Options(duration=duration, start_delay=parse_duration(args.start_delay), scale=args.scale,
-                       gap=args.gap, warmup=args.warmup, headroom_sigmas=headroom, **settings)
+                       gap=args.gap, durations=args.durations, warmup=args.warmup, headroom_sigmas=headroom,
+                       **settings)
     except (ValueError, TraceError, PlotUnavailable, SignalError) as exc:
         print(f"speechops backtest: {exc}", file=sys.stderr)
         return 2
