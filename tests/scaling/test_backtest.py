@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechops.scaling import simulate
+from speechops.scaling import backtest_cli, simulate
 from speechops.scaling.plot import worst_day
 from speechops.scaling.simulate import Options, TraceError, arrivals_per_tick, concurrency, load_trace
 
@@ -39,11 +39,11 @@ def test_bad_traces_name_the_problem(tmp_path, text, message):
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
-    assert simulate.main([str(tmp_path / "missing.csv")]) == 2
+    assert backtest_cli.main([str(tmp_path / "missing.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert simulate.main([str(write(tmp_path, "0,1\n60,2\n")), "--util", "1.5"]) == 2
+    assert backtest_cli.main([str(write(tmp_path, "0,1\n60,2\n")), "--util", "1.5"]) == 2
     assert "--util" in capsys.readouterr().err
-    assert simulate.main([str(write(tmp_path, "0,1\n60,2\n")), "--scale-down-max-percent", "0"]) == 2
+    assert backtest_cli.main([str(write(tmp_path, "0,1\n60,2\n")), "--scale-down-max-percent", "0"]) == 2
     assert "--scale-down-max-percent must be in 1..100" in capsys.readouterr().err
 
 
@@ -136,7 +136,7 @@ def test_fleet_keeps_drained_pods_as_spares_and_frees_them_at_once():
 @needs_traces
 def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
     png = tmp_path / "plot.png"
-    rc = simulate.main([str(TRACES / "azure_llm_2023_conv_per_second.csv"), "--json", "--plot", str(png)])
+    rc = backtest_cli.main([str(TRACES / "azure_llm_2023_conv_per_second.csv"), "--json", "--plot", str(png)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["results"]) == {"speechops", "holt-winters", "hpa", "oracle", "perfect-forecast"}
@@ -159,7 +159,7 @@ def test_plot_without_matplotlib_fails_before_the_run(tmp_path, monkeypatch, cap
     monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib now raises ImportError
     trace = tmp_path / "t.csv"
     trace.write_text("0,1\n60,2\n")
-    assert simulate.main([str(trace), "--plot", str(tmp_path / "p.png")]) == 2
+    assert backtest_cli.main([str(trace), "--plot", str(tmp_path / "p.png")]) == 2
     captured = capsys.readouterr()
     assert "speechops[plot]" in captured.err and captured.out == ""
     assert not (tmp_path / "p.png").exists()
@@ -167,11 +167,11 @@ def test_plot_without_matplotlib_fails_before_the_run(tmp_path, monkeypatch, cap
 
 @needs_traces
 def test_table_prints_the_targets(capsys):
-    assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--scale", "0.5"]) == 0
+    assert backtest_cli.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "x HPA" in out and "x oracle" in out and "hpa" in out and "oracle" in out
     assert "with a perfect forecast the policy pays" in out
-    assert simulate.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--durations", "exponential",
+    assert backtest_cli.main([str(TRACES / "azure_llm_2023_code_per_second.csv"), "--durations", "exponential",
                           "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["options"]["durations"] == "exponential" and report["results"]["speechops"]["streams_cut"] == 0
@@ -188,7 +188,7 @@ def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
         rate = 3000 + 2500 * np.sin(2 * np.pi * i / 144) + (6000 if i % 37 == 0 else 0)
         rows.append(f"{t0 + 600 * i},{rng.poisson(rate)}")
     path = write(tmp_path, "timestamp,value\n" + "\n".join(rows) + "\n")
-    assert simulate.main([str(path), "--json", "--gap", "hold"]) == 0
+    assert backtest_cli.main([str(path), "--json", "--gap", "hold"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert isinstance(report["all_targets_met"], bool) and report["options"]["gap"] == "hold"
     assert report["results"]["speechops"]["streams_cut"] == 0

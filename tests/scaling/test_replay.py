@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechops.scaling import simulate
+from speechops.scaling import backtest_cli
 from speechops.scaling.replay import PipelineHistory, ReplayError, arrivals_from_counters
 
 
@@ -34,7 +34,7 @@ def test_littles_law_gives_the_duration_and_says_when_nothing_arrived():
 
 
 def run_json(capsys, *argv) -> dict:
-    assert simulate.main([*argv, "--json", "--no-progress"]) == 0
+    assert backtest_cli.main([*argv, "--json", "--no-progress"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -58,7 +58,7 @@ def test_backtest_replays_a_pipeline_from_prometheus(prometheus, tmp_path, capsy
 
 
 def test_table_says_where_the_arrivals_came_from(prometheus, capsys):
-    assert simulate.main(["--prometheus", prometheus.url, "--pipeline", f"{prometheus.namespace}/{prometheus.pipeline}",
+    assert backtest_cli.main(["--prometheus", prometheus.url, "--pipeline", f"{prometheus.namespace}/{prometheus.pipeline}",
                           "--history", "1d", "--duration", "300s", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"1 day of arrivals from {prometheus.url}" in out
@@ -73,17 +73,17 @@ def test_table_says_where_the_arrivals_came_from(prometheus, capsys):
     ([], "--prometheus needs --pipeline"),
 ], ids=["unknown-pipeline", "no-namespace", "no-pipeline"])
 def test_prometheus_input_errors_name_the_problem(prometheus, capsys, argv, message):
-    assert simulate.main(["--prometheus", prometheus.url, "--history", "1d", *argv]) == 2
+    assert backtest_cli.main(["--prometheus", prometheus.url, "--history", "1d", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_a_trace_and_prometheus_together_are_refused(tmp_path, capsys):
-    assert simulate.main([str(tmp_path / "t.csv"), "--prometheus", "http://127.0.0.1:9"]) == 2
+    assert backtest_cli.main([str(tmp_path / "t.csv"), "--prometheus", "http://127.0.0.1:9"]) == 2
     assert "either a trace CSV or --prometheus" in capsys.readouterr().err
 
 
 def test_unreachable_prometheus_is_reported(capsys):
-    assert simulate.main(["--prometheus", "http://127.0.0.1:9", "--pipeline", "a/b"]) == 2
+    assert backtest_cli.main(["--prometheus", "http://127.0.0.1:9", "--pipeline", "a/b"]) == 2
     assert "http://127.0.0.1:9 unreachable" in capsys.readouterr().err
 
 
@@ -101,5 +101,5 @@ def test_a_pipeline_manifest_sets_the_policy_and_names_the_pipeline(prometheus, 
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(example.read_text().replace("streamsPerReplica: 200", "streamsPerReplica: lots"))
-    assert simulate.main(["--prometheus", prometheus.url, "--spec", str(broken)]) == 2
+    assert backtest_cli.main(["--prometheus", prometheus.url, "--spec", str(broken)]) == 2
     assert "spec.capacity.streamsPerReplica" in capsys.readouterr().err
