@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
 from speechops.scaling import simulate  # noqa: E402
-from speechops.scaling.forecast import SeasonalForecaster  # noqa: E402
+from speechops.scaling.forecast import SeasonalForecaster, band_quantile  # noqa: E402
 
 
 def coverage(path: str, sigmas: float, band: str) -> dict:
@@ -43,12 +43,10 @@ def coverage(path: str, sigmas: float, band: str) -> dict:
         forecaster.observe(float(t), float(d))
         forecast = forecaster.predict(float(t))
         upper[i], height[i] = forecast.upper, forecast.band / math.sqrt(max(forecast.expected, 1.0))
-    came = demand[score_from + ahead:]
-    top = upper[score_from:len(demand) - ahead]
-    short = np.maximum(came - top, 0.0)
-    return {"trace": Path(path).stem, "sigmas": sigmas, "band": band,
-            "nominal": 0.5 * (1.0 + math.erf(sigmas / math.sqrt(2.0))),
-            "covered": float(np.mean(came <= top)), "height": float(np.mean(height[score_from:])),
+    short = np.maximum(demand[score_from + ahead:] - upper[score_from:len(demand) - ahead], 0.0)
+    return {"trace": Path(path).stem, "sigmas": sigmas, "band": band, "nominal": band_quantile(sigmas),
+            "covered": simulate.band_coverage(demand, upper, score_from, ahead),
+            "height": float(np.mean(height[score_from:])),
             "shortfall": float(short[short > 0].mean()) if (short > 0).any() else 0.0,
             "seconds": round(time.monotonic() - started, 1)}
 

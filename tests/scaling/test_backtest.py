@@ -67,6 +67,13 @@ def test_littles_law_concurrency():
     assert demand[-1] == 32.0 and demand[0] == 2.0
 
 
+def test_band_coverage_scores_each_forecast_against_the_demand_it_was_for():
+    demand = np.array([10.0, 10, 12, 20, 11, 9])
+    upper = np.array([13.0, 13, 13, 13, 13, 13])    # made at tick i for tick i + 2
+    assert simulate.band_coverage(demand, upper, score_from=1, ahead=2) == pytest.approx(2 / 3)   # 20 > 13
+    assert simulate.band_coverage(demand, upper, score_from=5, ahead=2) is None
+
+
 def test_fleet_drains_instead_of_cutting():
     arrivals = np.full(200, 4.0)
     fleet = simulate.Fleet(arrivals, Options(), initial=10)
@@ -147,6 +154,9 @@ def test_backtest_on_a_real_trace_scores_every_policy(tmp_path, capsys):
     assert report["ratios"]["perfect_forecast_pod_hours_vs_oracle"] >= 1.0   # the policy alone never beats foresight
     assert ours["unserved_stream_minutes"] <= hpa["unserved_stream_minutes"]
     assert oracle["pod_hours"] <= min(ours["pod_hours"], hpa["pod_hours"]) and oracle["unserved_stream_minutes"] == 0
+    # The band's record over the scored part, as the operator exports it live over a day.
+    assert report["speechops_band"]["target"] == pytest.approx(0.9772, abs=1e-4)
+    assert 0.9 <= report["speechops_band"]["coverage"] <= 1.0
     pad = 16   # one stream duration of warm start before the first row
     assert report["scored_ticks"] == report["ticks"] - pad - int((report["ticks"] - pad) * 0.3)
     head = png.read_bytes()[:24]

@@ -66,6 +66,12 @@ class Forecast:
         return self.upper - self.expected
 
 
+def band_quantile(sigmas: float) -> float:
+    """The share of outcomes a band of `sigmas` (a tier's headroom) is meant to cover: the
+    quantile that many sigmas stand for under a normal distribution (2: 97.7%)."""
+    return 0.5 * (1.0 + math.erf(sigmas / math.sqrt(2.0)))
+
+
 def _alpha(dt: float, tau: float) -> float:
     """Exponential-smoothing weight for a step of `dt` seconds and time constant `tau`,
     so irregular steps (60 s live, 15 s in the backtest, gaps) weigh the same per second."""
@@ -174,8 +180,7 @@ class SeasonalForecaster:
         self._scored_target: float | None = None
         self._standardised: deque[tuple[float, float]] = deque()
         self._standardised_sorted: list[float] = []
-        # The quantile a tier's `headroom_sigmas` stands for under a normal distribution.
-        self.quantile = 0.5 * (1.0 + math.erf(band_sigmas / math.sqrt(2.0)))
+        self.quantile = band_quantile(band_sigmas)
         self.profile = SeasonalProfile()
         self.t: float | None = None
         self.level = 0.0

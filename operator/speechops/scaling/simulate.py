@@ -41,7 +41,7 @@ import numpy as np
 
 from speechops.api import PipelineSpec, Scaling
 from speechops.profiles import PROFILES
-from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster
+from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster, band_quantile
 from speechops.scaling.plot import plot_backtest
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
 
@@ -508,6 +508,14 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
 
 # -- where the unserved time went ----------------------------------------------------------
 
+def band_coverage(demand: np.ndarray, upper: np.ndarray, score_from: int, ahead: int) -> float | None:
+    """Of the scored ticks' forecasts, the share whose demand `ahead` ticks later came at or
+    below the band's top: what the operator exports live, over a day, as
+    speechops_operator_forecast_band_coverage_ratio. None with nothing scored."""
+    came = demand[score_from + ahead:]
+    return float(np.mean(came <= upper[score_from:len(demand) - ahead])) if len(came) else None
+
+
 def unserved_episodes(times: np.ndarray, demand: np.ndarray, capacity: np.ndarray, score_from: int,
                       opts: Options, lead: float, top: int = 3) -> list[dict]:
     """The largest stretches of unserved demand in the scored part, largest first.
@@ -605,6 +613,8 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         "ratios": {k: (round(v, 4) if math.isfinite(v) else None) for k, v in ratios.items()},
         "targets_met": checks, "all_targets_met": all(checks.values()),
         "speechops_unserved_episodes": unserved_episodes(times, demand, ours.capacity, score_from, opts, lead),
+        "speechops_band": {"coverage": band_coverage(demand, ours.upper, score_from, int(round(lead / opts.tick))),
+                           "target": round(band_quantile(opts.headroom_sigmas), 4)},
         # For the plot; not part of the JSON.
         "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from, "lead": lead},
     }
@@ -659,6 +669,10 @@ def format_table(report: dict) -> str:
     perfect = q["perfect_forecast_pod_hours_vs_oracle"]
     lines.append(f"  with a perfect forecast the policy pays {'inf' if perfect is None else f'{perfect:.3f}'} x the "
                  f"oracle's pod-hours (whole pods, scale-down delay, drains): the rest of the gap is forecast error")
+    band = report["speechops_band"]
+    if band["coverage"] is not None:
+        lines.append(f"  speechops' band covered {100 * band['coverage']:.1f}% of the demand one lead time ahead "
+                     f"({report['options']['headroom_sigmas']:g} sigma means {100 * band['target']:.1f}%)")
     episodes = report.get("speechops_unserved_episodes") or []
     if episodes:
         lines.append("  speechops' largest unserved episodes:")
