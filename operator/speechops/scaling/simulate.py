@@ -199,8 +199,8 @@ class Lifetimes:
     """How long streams last, and so how many of those that arrived by one tick are still
     open at a later one. `fixed`: every stream lasts `opts.duration`. `exponential`: the
     same mean, exponentially distributed, closer to call lengths (most calls short, a few
-    long), so a drained pod empties over several mean durations rather than exactly one.
-    The first tick's arrival rate is taken to have run before it (a steady start)."""
+    long), so a drained pod empties over several mean durations rather than exactly one;
+    the first tick's arrival rate is taken to have run before it (a steady start)."""
 
     def __init__(self, arrivals: np.ndarray, opts: Options):
         self.kind = opts.durations
@@ -233,8 +233,8 @@ class Lifetimes:
 
     def empty_at(self, t: int, per_pod: float) -> int:
         """The tick a pod that took its last stream at tick t, holding `per_pod` streams
-        then, is empty. Exponential: when it expects under half a stream, about the
-        expected longest of its streams (16 streams of mean 240 s: 13.8 minutes)."""
+        then, is empty. Exponential: when it expects under half a stream, near the expected
+        longest of its streams (16 of mean 240 s: 14 minutes; the longest, 13.5 on average)."""
         if self.kind == "fixed":
             return int(self.last_arrival[t]) + self.d_ticks if per_pod > 0 else t + 1
         if per_pod <= 0.5:
