@@ -194,6 +194,9 @@ class SeasonalForecaster:
         # top), and how many were: the band's live calibration (`coverage`).
         self._covered: deque[tuple[float, bool]] = deque()
         self._covered_count = 0
+        # The forecast at the lead time `_remember` made for the last observation: what
+        # `predict(self.t)` returns, so the tick that observes and then predicts blends once.
+        self._latest: Forecast | None = None
         self._mse = [1e-4] * 4            # relative squared error per predictor at the lead
         self._err_up = 0.0               # mean squared under-forecast of the blend, relative
         self._err_weight = 0.0
@@ -252,6 +255,7 @@ class SeasonalForecaster:
 
     def _remember(self, t: float) -> None:
         cands, forecast = self._forecast(t, self.lead)
+        self._latest = forecast
         # Its error is standardised by the scale the band had when it was made, not by the
         # scale at scoring time, which already holds the errors of the predictions that
         # overlap it: the band is judged by what it knew. None until the scale rests on
@@ -277,8 +281,9 @@ class SeasonalForecaster:
             under = max(value - blend, 0.0) / scale
             error = (value - blend) / math.sqrt(scale)
             if error_scale is not None:
-                self._standardised.append((t, error / error_scale))
-                bisect.insort(self._standardised_sorted, error / error_scale)
+                z = error / error_scale
+                self._standardised.append((t, z))
+                bisect.insort(self._standardised_sorted, z)
             self._covered.append((t, value <= upper))
             self._covered_count += value <= upper
             c = _alpha(spacing, self.scale_tau)
@@ -335,7 +340,10 @@ class SeasonalForecaster:
     def predict(self, now: float, horizon: float | None = None) -> Forecast:
         if self.t is None:
             raise ValueError("no observations yet: cannot forecast")
-        return self._forecast(now, self.lead if horizon is None else horizon)[1]
+        horizon = self.lead if horizon is None else horizon
+        if now == self.t and horizon == self.lead and self._latest is not None:
+            return self._latest
+        return self._forecast(now, horizon)[1]
 
     def _forecast(self, now: float, horizon: float) -> tuple[tuple[float, ...], Forecast]:
         """The predictors' values and the forecast they blend into."""
