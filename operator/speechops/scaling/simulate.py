@@ -590,20 +590,10 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
     }
     ours, hpa, oracle = results["speechops"], results["hpa"], results["oracle"]
     lead = policy_config(opts, 1).lead_time    # what the policies ran with (at least a pod start + a tick)
-    ratios = {
-        "unserved_vs_hpa": _ratio(ours.unserved_stream_minutes, hpa.unserved_stream_minutes),
-        "pod_hours_vs_hpa": _ratio(ours.pod_hours, hpa.pod_hours),
-        "pod_hours_vs_oracle": _ratio(ours.pod_hours, oracle.pod_hours),
-        # What the policy costs with no forecast error: the floor for speechops' pod-hours.
-        "perfect_forecast_pod_hours_vs_oracle": _ratio(results["perfect-forecast"].pod_hours, oracle.pod_hours),
-    }
-    ratios = {k: float(v) for k, v in ratios.items()}
-    checks = {   # plain bools: numpy's do not serialise to JSON
-        "unserved_vs_hpa": bool(ratios["unserved_vs_hpa"] <= TARGET_UNSERVED_VS_HPA),
-        "pod_hours_vs_hpa": bool(ratios["pod_hours_vs_hpa"] <= TARGET_PODHOURS_VS_HPA),
-        "pod_hours_vs_oracle": bool(ratios["pod_hours_vs_oracle"] <= TARGET_PODHOURS_VS_ORACLE),
-        "zero_cut": bool(ours.streams_cut == 0),
-    }
+    ratios, checks = against_targets(ours, hpa, oracle)
+    # What the policy costs with no forecast error: the floor for speechops' pod-hours.
+    ratios["perfect_forecast_pod_hours_vs_oracle"] = float(_ratio(results["perfect-forecast"].pod_hours,
+                                                                  oracle.pod_hours))
     return {
         "trace": trace.name, "step_seconds": trace.step, "ticks": len(demand), "scored_ticks": len(demand) - score_from,
         "mean_demand_streams": round(float(demand[score_from:].mean()), 2),
@@ -618,6 +608,23 @@ def backtest(trace: Trace, opts: Options, progress: bool = False) -> dict:
         # For the plot; not part of the JSON.
         "_series": {"times": times, "demand": demand, "results": results, "scored_from": score_from, "lead": lead},
     }
+
+
+def against_targets(ours: Result, hpa: Result, oracle: Result) -> tuple[dict[str, float], dict[str, bool]]:
+    """The issue's three ratios for one policy's result, and which targets each meets
+    (plain floats and bools: numpy's do not serialise to JSON)."""
+    ratios = {
+        "unserved_vs_hpa": float(_ratio(ours.unserved_stream_minutes, hpa.unserved_stream_minutes)),
+        "pod_hours_vs_hpa": float(_ratio(ours.pod_hours, hpa.pod_hours)),
+        "pod_hours_vs_oracle": float(_ratio(ours.pod_hours, oracle.pod_hours)),
+    }
+    checks = {
+        "unserved_vs_hpa": bool(ratios["unserved_vs_hpa"] <= TARGET_UNSERVED_VS_HPA),
+        "pod_hours_vs_hpa": bool(ratios["pod_hours_vs_hpa"] <= TARGET_PODHOURS_VS_HPA),
+        "pod_hours_vs_oracle": bool(ratios["pod_hours_vs_oracle"] <= TARGET_PODHOURS_VS_ORACLE),
+        "zero_cut": bool(ours.streams_cut == 0),
+    }
+    return ratios, checks
 
 
 def write_plot(path: str | Path, report: dict) -> None:
