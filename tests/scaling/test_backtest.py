@@ -187,6 +187,22 @@ def test_table_prints_the_targets(capsys):
     assert report["options"]["durations"] == "exponential" and report["results"]["speechops"]["streams_cut"] == 0
 
 
+def test_targets_are_judged_per_ratio_and_an_hpa_that_drops_nothing_allows_nothing():
+    hpa = simulate.Result("hpa", unserved_stream_minutes=100.0, pod_hours=10.0, streams_cut=5)
+    oracle = simulate.Result("oracle", pod_hours=9.0)
+    ours = simulate.Result("speechops", unserved_stream_minutes=10.0, pod_hours=10.3)
+    ratios, checks = simulate.against_targets(ours, hpa, oracle)
+    assert ratios == pytest.approx({"unserved_vs_hpa": 0.1, "pod_hours_vs_hpa": 1.03, "pod_hours_vs_oracle": 10.3 / 9})
+    assert checks == {"unserved_vs_hpa": True, "pod_hours_vs_hpa": True, "pod_hours_vs_oracle": True,
+                      "zero_cut": True}
+    greedy = simulate.Result("speechops", unserved_stream_minutes=10.1, pod_hours=11.1, streams_cut=1)
+    assert not any(simulate.against_targets(greedy, hpa, oracle)[1].values())
+    # Where the HPA left nothing unserved, any unserved time misses the target; none meets it.
+    spotless = simulate.Result("hpa", pod_hours=10.0)
+    assert simulate.against_targets(ours, spotless, oracle)[0]["unserved_vs_hpa"] == math.inf
+    assert simulate.against_targets(simulate.Result("speechops", pod_hours=10.0), spotless, oracle)[1]["unserved_vs_hpa"]
+
+
 def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
     # Synthetic: a daily cycle with bursts, 10-minute rows, two days, one gap.
     rng = np.random.default_rng(3)
