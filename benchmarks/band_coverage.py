@@ -43,7 +43,8 @@ def coverage(path: str, sigmas: float, band: str) -> dict:
         forecaster.observe(float(t), float(d))
         forecast = forecaster.predict(float(t))
         upper[i], height[i] = forecast.upper, forecast.band / math.sqrt(max(forecast.expected, 1.0))
-    short = np.maximum(demand[score_from + ahead:] - upper[score_from:len(demand) - ahead], 0.0)
+    came, top = simulate.band_outcomes(demand, upper, score_from, ahead)
+    short = np.maximum(came - top, 0.0)
     return {"trace": Path(path).stem, "sigmas": sigmas, "band": band, "nominal": band_quantile(sigmas),
             "covered": simulate.band_coverage(demand, upper, score_from, ahead),
             "height": float(np.mean(height[score_from:])),

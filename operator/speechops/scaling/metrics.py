@@ -77,15 +77,13 @@ class OperatorMetrics:
             _drop(gauge, (namespace, pipeline))
         for labels in [s.labels for m in self.fallbacks.collect() for s in m.samples]:
             if labels.get("namespace") == namespace and labels.get("pipeline") == pipeline:
-                try:
-                    self.fallbacks.remove(namespace, pipeline, labels["reason"])
-                except KeyError:
-                    pass
+                _drop(self.fallbacks, (namespace, pipeline, labels["reason"]))
 
 
-def _drop(gauge: Gauge, key: tuple[str, str]) -> None:
+def _drop(metric: Gauge | Counter, labels: tuple[str, ...]) -> None:
+    """Remove one labelled series; one already gone is fine."""
     try:
-        gauge.remove(*key)
+        metric.remove(*labels)
     except KeyError:
         pass
 

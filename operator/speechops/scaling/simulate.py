@@ -508,12 +508,19 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
 
 # -- where the unserved time went ----------------------------------------------------------
 
+def band_outcomes(demand: np.ndarray, upper: np.ndarray, score_from: int,
+                  ahead: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each scored tick's band top beside the demand `ahead` ticks later, what it was for:
+    (demand that came, band top), aligned."""
+    return demand[score_from + ahead:], upper[score_from:len(demand) - ahead]
+
+
 def band_coverage(demand: np.ndarray, upper: np.ndarray, score_from: int, ahead: int) -> float | None:
     """Of the scored ticks' forecasts, the share whose demand `ahead` ticks later came at or
     below the band's top: what the operator exports live, over a day, as
     speechops_operator_forecast_band_coverage_ratio. None with nothing scored."""
-    came = demand[score_from + ahead:]
-    return float(np.mean(came <= upper[score_from:len(demand) - ahead])) if len(came) else None
+    came, top = band_outcomes(demand, upper, score_from, ahead)
+    return float(np.mean(came <= top)) if len(came) else None
 
 
 def unserved_episodes(times: np.ndarray, demand: np.ndarray, capacity: np.ndarray, score_from: int,
