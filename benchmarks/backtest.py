@@ -1,7 +1,7 @@
 """Backtest every shared trace with the default options and print the per-trace table
 against the targets (speechops vs the HPA, Holt-Winters and the oracle, same process).
 
-    PYTHONPATH=operator python benchmarks/backtest.py [--traces DIR] [--json] [--plots DIR]
+    python benchmarks/backtest.py [--traces DIR] [--json] [--plots DIR]
                                                       [--durations fixed|exponential]
 
 Targets, per trace: unserved stream-minutes <= 0.1x HPA's, pod-hours <= 1.1x HPA's and
@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "operator"))
+sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
 from speechops.scaling import simulate  # noqa: E402
 from speechops.scaling.plot import require_matplotlib  # noqa: E402

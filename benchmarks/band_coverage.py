@@ -2,7 +2,7 @@
 demand one lead time later is at or below the band's top, against the quantile the tier's
 sigmas stand for.
 
-    PYTHONPATH=operator python benchmarks/band_coverage.py [--traces DIR] [--sigmas 2.0 2.5]
+    python benchmarks/band_coverage.py [--traces DIR] [--sigmas 2.0 2.5]
 
 Each trace is turned into concurrent streams as the backtest does (default options) and fed
 to the forecaster tick by tick; only the scored part (past the 30% warm-up) counts. The
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "operator"))
+sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
 from speechops.scaling import simulate  # noqa: E402
 from speechops.scaling.forecast import SeasonalForecaster, band_quantile  # noqa: E402

@@ -1,7 +1,7 @@
 """Which band width holds the targets on which shared trace: the speechops policy run at
 several headroom widths (a tier's sigmas) against the same HPA and oracle, per trace.
 
-    PYTHONPATH=operator python benchmarks/band_frontier.py [--traces DIR] [--sigmas 0 1.64 2 2.5]
+    python benchmarks/band_frontier.py [--traces DIR] [--sigmas 0 1.64 2 2.5]
 
 Each cell is unserved / HPA, pod-hours / HPA, pod-hours / oracle, marked `ok` where all
 three targets hold (<= 0.1, <= 1.1, <= 1.15; no stream is ever cut), and `cov` is the
@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "operator"))
+sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
 from speechops.scaling import simulate  # noqa: E402
 

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import speech  # noqa: E402
-from speechops.catalog import VAD_CHUNK  # noqa: E402
+from speechops_contract.catalog import VAD_CHUNK  # noqa: E402
 from speechops_worker.asr import DecodeOptions, WhisperAsr  # noqa: E402
 from speechops_worker.triton import TritonServer, build_model_repository  # noqa: E402
 from speechops_worker.vad import BatchedVad, load_silero_16k  # noqa: E402

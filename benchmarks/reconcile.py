@@ -14,7 +14,7 @@ latencies include its cost (the operator itself uses a few % CPU meanwhile); the
 count and RSS do not depend on it. On a loaded 2-core machine the emulator did not get
 through 200 pipelines in 10 minutes: use --scale 30..60 there.
 
-Run: PYTHONPATH=operator:worker:. python benchmarks/reconcile.py [--pipelines 200]
+Run: python benchmarks/reconcile.py [--pipelines 200]
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "operator"), str(REPO / "worker")]
+sys.path[:0] = [str(REPO), str(REPO / "contract"), str(REPO / "operator"), str(REPO / "worker")]
 
-from speechops import names  # noqa: E402
+from speechops_contract import names  # noqa: E402
 from tests.kmock_cluster import Cluster, wait_for, write_kubeconfig  # noqa: E402
 
 NS = "bench"
@@ -198,7 +198,7 @@ def preload(cluster: Cluster, count: int) -> None:
     children as the operator builds them and a Ready status."""
     import uuid
 
-    from speechops.api import API_VERSION, GROUP, KIND, PLURAL, parse_spec
+    from speechops_contract.api import API_VERSION, GROUP, KIND, PLURAL, parse_spec
     from speechops.reconcile import adopt, worker_status
     from speechops.resources.desired import desired_state
 

@@ -17,6 +17,7 @@ ENV PATH=/opt/speechops/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, so a code change does not reinstall them (layer cache).
 COPY pyproject.toml README.md ./
+COPY contract/ contract/
 COPY operator/ operator/
 COPY worker/ worker/
 # No extras: the operator needs kopf, kubernetes, prometheus clients and numpy only,

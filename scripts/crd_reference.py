@@ -3,7 +3,7 @@
 
 - "SpeechPipeline reference" from crds/speechpipeline.yaml (every field of spec and
   status: type, default, allowed values, description, and the CEL rules);
-- "Metrics reference" from operator/speechops/names.py (every M_* constant and the
+- "Metrics reference" from contract/speechops_contract/names.py (every M_* constant and the
   comment beside it).
 
 Each section lives between `<!-- BEGIN name -->` and `<!-- END name -->` markers; the
@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 CRD = REPO / "crds" / "speechpipeline.yaml"
-NAMES = REPO / "operator" / "speechops" / "names.py"
+NAMES = REPO / "contract" / "speechops_contract" / "names.py"
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -115,7 +115,7 @@ _METRIC = re.compile(r'^(M_\w+)\s*=\s*"([^"]+)"\s*(?:#\s*(.*))?$')
 
 
 def metrics_reference() -> str:
-    lines = ["Generated from `operator/speechops/names.py` by `scripts/crd_reference.py`. Gateway "
+    lines = ["Generated from `contract/speechops_contract/names.py` by `scripts/crd_reference.py`. Gateway "
              "metrics are served by every worker pod on port 9400 (`/metrics`), operator metrics "
              "on the operator's metrics port (9300); gateway and scaler series carry `namespace` and "
              "`pipeline`.",

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Writes the Grafana dashboard the chart ships (charts/speechops/dashboards/speechops.json).
 
-Metric names come from speechops.names, so the dashboard queries exactly what the
+Metric names come from speechops_contract.names, so the dashboard queries exactly what the
 gateway and the operator export. tests/chart/test_dashboard.py checks that the
 committed JSON is this script's output.
 
-    PYTHONPATH=operator python scripts/make_dashboard.py            # write
-    PYTHONPATH=operator python scripts/make_dashboard.py --check    # exit 1 if stale
+    PYTHONPATH=contract python scripts/make_dashboard.py            # write
+    PYTHONPATH=contract python scripts/make_dashboard.py --check    # exit 1 if stale
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from speechops import names as n
+from speechops_contract import names as n
 
 OUT = Path(__file__).resolve().parent.parent / "charts/speechops/dashboards/speechops.json"
 SEL = 'namespace=~"$namespace", pipeline=~"$pipeline"'

@@ -1,11 +1,18 @@
 """Shared test fixtures. Heavier fixtures (tritonserver, prometheus, KMock) live in the
 conftest.py of the test folder that needs them."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SOURCE_ROOTS = [REPO / "contract", REPO / "operator", REPO / "worker"]
+
+# Processes the tests start (the operator, the gateway, speechops) run this checkout's
+# code too, not whatever an editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(p) for p in SOURCE_ROOTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 @pytest.fixture(scope="session")

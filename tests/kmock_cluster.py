@@ -22,7 +22,7 @@ from typing import Any, Callable
 import kmock
 import requests
 
-from speechops import api
+from speechops_contract import api
 from speechops.kube import KINDS
 from tests.crd_schema import apply_defaults, prune, root_schema, validate
 

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Mapping
 
-from speechops.api import PipelineSpec
+from speechops_contract.api import PipelineSpec
 
 ENV_WORKER_GPUS = "SPEECHOPS_WORKER_GPUS"
 _FALSE = {"false", "0", "no", "off"}

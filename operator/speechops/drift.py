@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from kubernetes.utils.quantity import parse_quantity
 
-from speechops.api import GROUP
+from speechops_contract.api import GROUP
 
 ANNOTATION_DESIRED_HASH = f"{GROUP}/desired-hash"
 

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import aiohttp
 import kopf
 
-from speechops import api, logs, names
+from speechops_contract import api, logs, names
 from speechops import operator_metrics as metrics
 from speechops.kube import ApiError, KubeClient
 from speechops.reconcile import Decision, classes_used_by, delete_children, pipeline_key, reconcile, write_status

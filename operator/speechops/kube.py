@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import aiohttp
 import kopf
 
-from speechops import api
+from speechops_contract import api
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import logging
 import kopf
 from prometheus_client import start_http_server
 
-from speechops import logs
+from speechops_contract import logs
 
 # Handler modules kopf loads. The scaler's timer joins here.
 HANDLER_MODULES = ("speechops.handlers", "speechops.scaling.handlers")

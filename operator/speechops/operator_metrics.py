@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from speechops import names
+from speechops_contract import names
 
 RECONCILES = Counter(names.M_OP_RECONCILES, "Pipeline reconciles, by trigger and result",
                      ["trigger", "result"])

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from speechops import api
+from speechops_contract import api
 from speechops.resources.desired import desired_state
 
 

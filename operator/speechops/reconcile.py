@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping
 
-from speechops import api, conditions, names
+from speechops_contract import api, names
+from speechops import conditions
 from speechops.cluster_defaults import apply_cluster_defaults
 from speechops.drift import merge_patch, needs_write, with_hash
 from speechops.kube import Conflict, KubeClient

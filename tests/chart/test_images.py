@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from chartkit import REPO
-from speechops import names
+from speechops_contract import names
 
 DOCKERFILES = {"operator": REPO / "images" / "operator.Dockerfile", "worker": REPO / "images" / "worker.Dockerfile"}
 

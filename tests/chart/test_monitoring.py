@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from chartkit import CHART, REPO, VALUE_SETS, by_kind, manifests
-from speechops import api, names
+from speechops_contract import api, names
 from speechops.resources.worker import worker_deployment
 
 PROMTOOL = shutil.which("promtool")

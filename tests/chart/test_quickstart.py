@@ -9,7 +9,7 @@ import tomllib
 import yaml
 
 from chartkit import CHART, REPO, manifests
-from speechops import api
+from speechops_contract import api
 from speechops.resources.desired import desired_state
 from speechops.resources.worker import GPU_RESOURCE
 

@@ -45,7 +45,7 @@ from chartkit import VALUE_SETS, by_kind, chart_crds, manifests
 speechops = importlib.import_module("speechops")
 kube = pytest.importorskip("speechops.kube", reason="operator Kubernetes client not merged yet")
 reconcile = importlib.import_module("speechops.reconcile")
-api = importlib.import_module("speechops.api")
+api = importlib.import_module("speechops_contract.api")
 
 SOURCE = Path(speechops.__file__).resolve().parent
 CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
@@ -96,11 +96,11 @@ def _modules() -> Iterable[tuple[str, ast.Module]]:
 
 
 def _constant(node: ast.AST) -> str | None:
-    """A string literal, or a constant of speechops.api / speechops.names."""
+    """A string literal, or a constant of speechops_contract.api / speechops_contract.names."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("api", "names"):
-        value = getattr(importlib.import_module(f"speechops.{node.value.id}"), node.attr, None)
+        value = getattr(importlib.import_module(f"speechops_contract.{node.value.id}"), node.attr, None)
         return value if isinstance(value, str) else None
     return None
 

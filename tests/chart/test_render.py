@@ -7,7 +7,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from speechops import profiles
+from speechops_contract import profiles
 from speechops.cluster_defaults import ENV_WORKER_GPUS
 from chartkit import KUBE_VERSIONS, VALUE_SETS, by_kind, chart_crds, manifests, render
 

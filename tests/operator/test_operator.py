@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import time
 
-from speechops import conditions, names
+from speechops_contract import names
+from speechops import conditions
 from speechops.drift import ANNOTATION_DESIRED_HASH
 from tests.kmock_cluster import wait_for
 

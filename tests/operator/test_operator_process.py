@@ -39,8 +39,7 @@ def test_run_serves_metrics_liveness_and_json_decision_logs(process_cluster, tmp
     cluster, kubeconfig = process_cluster
     metrics_port, liveness_port = free_port(), free_port()
     log = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "worker")])}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "speechops.cli", "run", "-A", "--log-format", "json",
          "--metrics-port", str(metrics_port), "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"],

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from speechops.api import parse_spec
+from speechops_contract.api import parse_spec
 from speechops.scaling.controller import status_changes
 from speechops.scaling.forecast import Forecast
 from speechops.scaling.policy import (DRAINING_COST, REMOVABLE_COST, LiveSignals, PodLoad, Policy, PolicyConfig,

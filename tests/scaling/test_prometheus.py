@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from speechops import names
-from speechops.api import parse_spec
+from speechops_contract import names
+from speechops_contract.api import parse_spec
 from speechops.scaling import controller
 from speechops.scaling.signals import PrometheusSource, SignalError, queries_for
 

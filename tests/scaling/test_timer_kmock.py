@@ -21,7 +21,7 @@ import kopf.testing
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from speechops import names
+from speechops_contract import names
 
 pytestmark = pytest.mark.prometheus
 HERE = Path(__file__).parent

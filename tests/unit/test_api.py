@@ -1,6 +1,6 @@
 import pytest
 
-from speechops import api
+from speechops_contract import api
 
 
 @pytest.mark.parametrize("text, seconds", [

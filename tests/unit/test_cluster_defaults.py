@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from speechops import api
+from speechops_contract import api
 from speechops.cluster_defaults import ENV_WORKER_GPUS, apply_cluster_defaults, workers_get_gpus
 from speechops.resources.desired import desired_state
 from speechops.resources.worker import GPU_RESOURCE

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from speechops import api
+from speechops_contract import api
 from tests.crd_schema import REPO, apply_defaults, load_crd, prune, root_schema, validate
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from speechops import api
+from speechops_contract import api
 from speechops.drift import ANNOTATION_DESIRED_HASH, is_subset, merge_patch, needs_write, with_hash
 from speechops.resources.worker import worker_deployment
 

@@ -8,9 +8,9 @@ import json
 import kubernetes_validate
 import pytest
 
-from speechops import api, names
-from speechops.profiles import PROFILES, RESERVE_PRIORITY_CLASS
-from speechops.resources import model_config
+from speechops_contract import api, names
+from speechops_contract.profiles import PROFILES, RESERVE_PRIORITY_CLASS
+from speechops_contract import model_config
 from speechops.resources.desired import desired_state
 from speechops.resources.priority import all_classes
 from speechops.resources.reserve import worker_pod_requests

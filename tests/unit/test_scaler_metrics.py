@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from speechops import api, names
+from speechops_contract import api, names
 from speechops.scaling.metrics import OperatorMetrics, record_tick
 from speechops.scaling import controller
 

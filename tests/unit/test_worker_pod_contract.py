@@ -3,7 +3,7 @@ the gateway's entry point must read back the same pipeline."""
 
 import yaml
 
-from speechops import api, names
+from speechops_contract import api, names
 from speechops.resources.worker import gateway_container
 from speechops_worker.gateway.__main__ import pipeline_from_environment
 from speechops_worker.local import UpError, pipeline_from_doc

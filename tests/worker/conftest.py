@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from speechops.catalog import MODELS
+from speechops_contract.catalog import MODELS
 from speechops_worker.triton import TritonServer, build_model_repository
 
 # Every model the worker ships; the gateway tests use the same server.

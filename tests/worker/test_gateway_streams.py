@@ -17,7 +17,7 @@ import pytest
 from picows import WSMsgType, ws_connect
 
 import speech
-from speechops.api import parse_spec
+from speechops_contract.api import parse_spec
 from speechops_worker.client import _Listener, stream_audio
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.server import Gateway, GatewayConfig

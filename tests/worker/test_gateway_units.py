@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from speechops.api import SpecError, parse_spec
+from speechops_contract.api import SpecError, parse_spec
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.packer import Packer, concat_parts, split_outputs

@@ -5,8 +5,8 @@ import os
 import psutil
 import pytest
 
-from speechops.catalog import MODELS
-from speechops.resources import model_config
+from speechops_contract.catalog import MODELS
+from speechops_contract import model_config
 from speechops_worker.triton import (MODELS_DIR, TritonError, TritonServer, build_model_repository,
                                      checked_in_config)
 

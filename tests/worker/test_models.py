@@ -12,7 +12,7 @@ import pytest
 
 import speech
 from conftest import start_triton
-from speechops.catalog import VAD_CHUNK
+from speechops_contract.catalog import VAD_CHUNK
 from speechops_worker.vad import speech_segments
 
 pytestmark = pytest.mark.triton

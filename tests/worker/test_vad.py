@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import speech
-from speechops.catalog import VAD_CHUNK
+from speechops_contract.catalog import VAD_CHUNK
 from speechops_worker.vad import BatchedVad, VadInputError, load_silero_16k, rounds, speech_segments
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechops.catalog import SAMPLE_RATE
+from speechops_contract.catalog import SAMPLE_RATE
 from speechops_worker.gateway.transcript import norm
 
 N_FFT = 400

@@ -48,7 +48,7 @@ class StreamMetrics:
 
     def __init__(self, model_name: str):
         import triton_python_backend_utils as pb_utils
-        from speechops.names import M_MODEL_STREAMS, M_MODEL_SWEPT
+        from speechops_contract.names import M_MODEL_STREAMS, M_MODEL_SWEPT
         # Families must outlive their metrics (the stub checks), so keep both.
         self._families = (
             pb_utils.MetricFamily(name=M_MODEL_STREAMS, description="Streams whose state the model holds",

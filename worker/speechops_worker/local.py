@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import yaml
 
-from speechops import names
-from speechops.api import KIND, PipelineSpec, SpecError, parse_spec
+from speechops_contract import names
+from speechops_contract.api import KIND, PipelineSpec, SpecError, parse_spec
 from speechops_worker.gateway.pipeline import MODEL_KINDS
 from speechops_worker.gateway.pipeline import plan as plan_pipeline
 

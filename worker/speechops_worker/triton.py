@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from speechops.catalog import MODELS
-from speechops.resources import model_config
+from speechops_contract.catalog import MODELS
+from speechops_contract import model_config
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 # The Python-backend stub starts its interpreter isolated from PYTHONPATH; model.py adds
@@ -75,14 +75,14 @@ def find_triton() -> TritonInstall:
 
 
 def source_roots() -> list[Path]:
-    """Directories that hold the speechops and speechops_worker packages being run now.
+    """Directories that hold the speechops_worker and speechops_contract packages being run now.
 
     The model stubs must import the same code as this process, not whatever an editable
     install in the base interpreter points at."""
-    import speechops
+    import speechops_contract
     import speechops_worker
     roots = [Path(speechops_worker.__file__).resolve().parent.parent,
-             Path(speechops.__file__).resolve().parent.parent]
+             Path(speechops_contract.__file__).resolve().parent.parent]
     return list(dict.fromkeys(roots))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechops.catalog import SAMPLE_RATE, VAD_CHUNK
+from speechops_contract.catalog import SAMPLE_RATE, VAD_CHUNK
 
 CONTEXT = 64          # samples of the previous chunk the model sees (16 kHz)
 STATE_SHAPE = (2, 128)

@@ -42,7 +42,7 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/* Worker pods are built by the operator, not by this chart; these are the labels it
-     puts on them (operator/speechops/names.py), used by the PodMonitor and NetworkPolicy. */}}
+     puts on them (contract/speechops_contract/names.py), used by the PodMonitor and NetworkPolicy. */}}
 {{- define "speechops.workerSelectorLabels" -}}
 app.kubernetes.io/managed-by: speechops
 app.kubernetes.io/component: worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from speechops.api import PipelineSpec
+from speechops_contract.api import PipelineSpec
 from speechops.resources.disruption import disruption_budget
 from speechops.resources.model_configmap import model_configmap
 from speechops.resources.priority import classes_for, uses_reserve

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from speechops import names
-from speechops.api import PipelineSpec
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
 from speechops.resources.meta import object_meta, selector_labels
 
 COMPONENT = "worker"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from speechops import names
+from speechops_contract import names
 
 APP_NAME = "speechops"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from speechops import names
-from speechops.api import PipelineSpec
-from speechops.catalog import MODELS
-from speechops.resources import model_config
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
+from speechops_contract.catalog import MODELS
+from speechops_contract import model_config
 from speechops.resources.meta import object_meta
 
 COMPONENT = "worker"

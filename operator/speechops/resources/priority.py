@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from speechops import names
-from speechops.api import PipelineSpec
-from speechops.profiles import PROFILES, RESERVE_PRIORITY_CLASS, RESERVE_PRIORITY_VALUE
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
+from speechops_contract.profiles import PROFILES, RESERVE_PRIORITY_CLASS, RESERVE_PRIORITY_VALUE
 
 COMPONENT = "priority"
 

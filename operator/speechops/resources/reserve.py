@@ -9,9 +9,9 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from speechops import names
-from speechops.api import PipelineSpec
-from speechops.profiles import RESERVE_PRIORITY_CLASS
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
+from speechops_contract.profiles import RESERVE_PRIORITY_CLASS
 from speechops.resources.meta import CONTAINER_SECURITY, labels, object_meta, pod_security, selector_labels
 from speechops.resources.worker import GPU_RESOURCE, placement
 

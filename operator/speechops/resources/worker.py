@@ -12,9 +12,9 @@ import json
 import math
 from typing import Any
 
-from speechops import names
-from speechops.api import PipelineSpec
-from speechops.profiles import profile as get_profile
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
+from speechops_contract.profiles import profile as get_profile
 from speechops.resources.meta import CONTAINER_SECURITY, labels, object_meta, pod_security, selector_labels
 from speechops.resources.model_configmap import configs_hash, model_configs
 

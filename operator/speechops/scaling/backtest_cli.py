@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from speechops.api import Scaling, SpecError, parse_duration, parse_spec
-from speechops.profiles import PROFILES, profile
+from speechops_contract.api import Scaling, SpecError, parse_duration, parse_spec
+from speechops_contract.profiles import PROFILES, profile
 from speechops.scaling import replay, simulate
 from speechops.scaling.plot import PlotUnavailable, require_matplotlib
 from speechops.scaling.signals import STEP, PrometheusSource, SignalError

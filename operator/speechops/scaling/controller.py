@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from speechops import conditions, names
-from speechops.api import PipelineSpec
+from speechops_contract import names
+from speechops import conditions
+from speechops_contract.api import PipelineSpec
 from speechops.scaling.forecast import Forecast, SeasonalForecaster, clean_history
 from speechops.scaling.policy import (Decision, DrainPlan, LiveSignals, PodLoad, Policy, PolicyConfig,
                                       plan_replicas)

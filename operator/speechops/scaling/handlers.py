@@ -23,7 +23,8 @@ from typing import Any
 import kopf
 import kubernetes
 
-from speechops import api, conditions, logs, names
+from speechops_contract import api, logs, names
+from speechops import conditions
 from speechops.scaling import controller, metrics, signals
 
 log = logging.getLogger("speechops.scaler")

@@ -2,7 +2,7 @@
 
 The chart's dashboard ("Forecast vs actual streams", "Forecast band coverage", "Replicas
 and placeholders") and its SpeechopsScalerFallback and SpeechopsForecastBandTooNarrow
-alerts read these series. Names come from speechops.names;
+alerts read these series. Names come from speechops_contract.names;
 every series carries `namespace` and `pipeline`.
 
 One call per scaler tick (`record_tick`) keeps them current; `forget` drops a deleted
@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from speechops import conditions, names
+from speechops_contract import names
+from speechops import conditions
 
 LABELS = ("namespace", "pipeline")
 

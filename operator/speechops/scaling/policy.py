@@ -40,8 +40,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from speechops.api import PipelineSpec
-from speechops.profiles import profile as tier
+from speechops_contract.api import PipelineSpec
+from speechops_contract.profiles import profile as tier
 from speechops.scaling.forecast import Forecast
 
 # A stream sends 50 frames a second (20 ms frames): a backlog of 50 frames is one

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechops import names
+from speechops_contract import names
 from speechops.scaling.forecast import from_counter
 from speechops.scaling.signals import DEFAULT_QUERIES, STEP, PrometheusSource, render_query, sum_series
 

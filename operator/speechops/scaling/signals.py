@@ -22,7 +22,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from prometheus_client.parser import text_string_to_metric_families
 from urllib3.util.retry import Retry
 
-from speechops import names
+from speechops_contract import names
 
 _SELECTOR = '{namespace="$namespace",pipeline="$pipeline"}'
 DEFAULT_QUERIES: dict[str, str] = {

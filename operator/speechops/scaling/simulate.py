@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speechops.api import PipelineSpec, Scaling
-from speechops.profiles import PROFILES
+from speechops_contract.api import PipelineSpec, Scaling
+from speechops_contract.profiles import PROFILES
 from speechops.scaling.forecast import Forecast, HoltWintersForecaster, SeasonalForecaster, band_quantile
 from speechops.scaling.plot import plot_backtest
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from speechops import logs, names
+from speechops_contract import logs, names
 from speechops_worker.gateway.server import Gateway, GatewayConfig
 
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def pipeline_from_environment(env: os._Environ | dict) -> dict:
     """The SpeechPipeline document a worker pod's environment describes."""
-    from speechops.api import API_VERSION, KIND
+    from speechops_contract.api import API_VERSION, KIND
     from speechops_worker.local import UpError
     if names.ENV_PIPELINE not in env or names.ENV_PIPELINE_SPEC not in env:
         raise UpError(f"give --pipelines FILE, or set {names.ENV_PIPELINE} and {names.ENV_PIPELINE_SPEC}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from speechops.catalog import VAD_CHUNK
+from speechops_contract.catalog import VAD_CHUNK
 
 CHUNK_BYTES = VAD_CHUNK * 2
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one gateway. Names come from `speechops.names` so the scaler,
+"""Prometheus metrics of one gateway. Names come from `speechops_contract.names` so the scaler,
 the dashboards and the alerts query what is exported here. Every series carries
 `namespace` and `pipeline`; the registry is per gateway (no process-global state), so
 tests can run several gateways in one process."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from speechops import names
+from speechops_contract import names
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 _JITTER_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -1,7 +1,7 @@
 """A SpeechPipeline's stages as the gateway runs them (pure; checked at start-up).
 
 The VAD stage segments the stream chunk by chunk; every other stage runs on each
-utterance, wave by wave (`speechops.api.stage_waves`): the stages of one wave run
+utterance, wave by wave (`speechops_contract.api.stage_waves`): the stages of one wave run
 concurrently, e.g. `asr` and `stats` both after `vad`. ASR stages also run on the
 utterance-so-far every partial interval; analytics stages run once per utterance.
 Without a VAD stage the whole stream is speech, cut into utterances by contextWindow.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from speechops.api import PipelineSpec, SpecError, stage_waves
-from speechops.catalog import MODELS
+from speechops_contract.api import PipelineSpec, SpecError, stage_waves
+from speechops_contract.catalog import MODELS
 
 # How the gateway drives each model of the catalog.
 MODEL_KINDS = {

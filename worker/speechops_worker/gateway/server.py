@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from picows import WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, ws_create_server
 
-from speechops import names
-from speechops.api import PipelineSpec
-from speechops.catalog import MODELS
-from speechops.profiles import profile as profile_of
+from speechops_contract import names
+from speechops_contract.api import PipelineSpec
+from speechops_contract.catalog import MODELS
+from speechops_contract.profiles import profile as profile_of
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.inference import TritonInfer
 from speechops_worker.gateway.metrics import GatewayMetrics

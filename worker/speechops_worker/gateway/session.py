@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from picows import WSCloseCode, WSMsgType
 
-from speechops.catalog import SAMPLE_RATE, VAD_CHUNK
+from speechops_contract.catalog import SAMPLE_RATE, VAD_CHUNK
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.pipeline import PipelinePlan, StagePlan

@@ -6,7 +6,7 @@ exports the metrics, and the chart's dashboards and alerts query them.
 
 from __future__ import annotations
 
-from speechops.api import GROUP
+from speechops_contract.api import GROUP
 
 # Labels and annotations
 LABEL_PIPELINE = f"{GROUP}/pipeline"

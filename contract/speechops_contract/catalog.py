@@ -2,7 +2,7 @@
 
 One place for tensor names, types and shapes: the gateway packs requests with them,
 the Python-backend models read them, and the operator renders Triton model configs
-from them (`speechops.resources.model_config`).
+from them (`speechops_contract.model_config`).
 
 Packed path (DESIGN.md "How data flows"): the gateway gathers rows of many streams that
 arrive within one pack window into a single request. Row i belongs to stream

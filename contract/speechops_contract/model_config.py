@@ -7,8 +7,8 @@ are this builder's output for the interactive profile (a test keeps them equal).
 
 from __future__ import annotations
 
-from speechops.catalog import MODELS, ModelSpec, Tensor
-from speechops.profiles import profile as get_profile
+from speechops_contract.catalog import MODELS, ModelSpec, Tensor
+from speechops_contract.profiles import profile as get_profile
 
 
 # Model configs name a few types differently from the wire protocol (catalog.py uses the latter).

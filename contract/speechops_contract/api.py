@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kubernetes.utils.quantity import parse_quantity
 
 GROUP = "speechops.dev"
 VERSION = "v1alpha1"
@@ -29,6 +28,9 @@ RESERVE_MODES = ("auto", "fixed", "none")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Kubernetes resource quantities (the API server's own grammar, less the rarely used
+# exponent forms it also accepts): a number with an optional binary or decimal suffix.
+_QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 
 
 class SpecError(ValueError):
@@ -231,10 +233,7 @@ class _Reader:
         raw = self.mapping(raw, path)
         for section in ("requests", "limits"):
             for name, qty in self.mapping(raw.get(section), f"{path}.{section}").items():
-                try:
-                    if parse_quantity(qty) < 0:
-                        raise ValueError
-                except (ValueError, TypeError):
+                if not _QUANTITY_RE.match(str(qty)) or str(qty).startswith("-"):
                     self.fail(f"{path}.{section}.{name}", f"is not a valid quantity: {qty!r}")
         return dict(raw)
 
