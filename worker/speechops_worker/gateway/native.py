@@ -28,7 +28,7 @@ class Streams(Protocol):
     default_pipeline: str | None
     config: object      # socket_send_buffer, send_buffer_limit, slow_client_timeout_s, start_timeout_s
 
-    def open_stream(self, pipeline: str, options: P.StreamOptions, sink) -> Session:
+    def open_stream(self, pipeline: str, options: P.StreamOptions, sink, vad=None) -> Session:
         """Admits and starts a session, or raises ProtocolError (over capacity, draining)."""
 
     def refused(self, pipeline: str | None, reason: str) -> None:

@@ -229,7 +229,7 @@ class Gateway:
     def disconnected(self, conn) -> None:
         self.connections.discard(conn)
 
-    def open_stream(self, pipeline: str, options: P.StreamOptions, sink) -> Session:
+    def open_stream(self, pipeline: str, options: P.StreamOptions, sink, vad: VadParams | None = None) -> Session:
         """Admits a stream of `pipeline` and starts its session, or raises ProtocolError."""
         self.admit(pipeline)
         self._next_id += 1
@@ -237,7 +237,7 @@ class Gateway:
         session.pipeline = pipeline
         self.sessions.add(session)
         try:
-            session.start(self.plans[pipeline], options, self.level)
+            session.start(self.plans[pipeline], options, self.level, vad)
         except BaseException:
             session.release()
             raise

@@ -160,7 +160,12 @@ class Session:
 
     # ---------------------------------------------------------------- the interface
 
-    def start(self, plan: PipelinePlan, options: P.StreamOptions, level: int = 0) -> None:
+    def start(self, plan: PipelinePlan, options: P.StreamOptions, level: int = 0, vad: VadParams | None = None) -> None:
+        """`vad`: this stream's segmentation (e.g. a protocol's turn detection settings);
+        default the gateway's."""
+        if vad is not None:
+            self.segmenter = Segmenter(vad)
+            self.pre_roll = deque(maxlen=vad.pre_roll_chunks)
         self.plan = plan
         self.pipeline = plan.name
         self.options = options
