@@ -6,9 +6,9 @@ state lives in its `Session` (session.py), which sees only a `SessionHost`; the 
 protocols (native.py for `/v1/stream`) see the gateway as `native.Streams`. Degradation
 rules are in degrade.py, the admin endpoints in admin.py.
 
-WebSockets are served with picows on uvloop: measured here ~10 us of CPU per 640-byte
-frame against ~25-30 us for `websockets`, and the gateway's frame budget is what decides
-how many streams a pod holds.
+WebSockets are served with picows on uvloop, which costs a fraction of the CPU per frame
+that `websockets` does (docs/benchmarks/gateway-2026-11-25.md), and the gateway's frame
+budget is what decides how many streams a pod holds.
 """
 
 from __future__ import annotations
