@@ -1,9 +1,9 @@
 """The gateway process: WebSocket server, admission, degradation, drain, admin HTTP.
 
 The `Gateway` object is the only shared state; everything per stream lives in its
-`Session`. WebSockets are served with picows on uvloop: measured here ~10 us of CPU per
-640-byte frame against ~25-30 us for `websockets` (DESIGN.md), and the gateway's frame
-budget is what decides how many streams a pod holds.
+`Session`. WebSockets are served with picows on uvloop, which costs a fraction of the CPU
+per frame that `websockets` does (docs/benchmarks/gateway-2026-11-25.md), and the gateway's
+frame budget is what decides how many streams a pod holds.
 """
 
 from __future__ import annotations
