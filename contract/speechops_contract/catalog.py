@@ -4,7 +4,7 @@ One place for tensor names, types and shapes: the gateway packs requests with th
 the Python-backend models read them, and the operator renders Triton model configs
 from them (`speechops_contract.model_config`).
 
-Packed path (DESIGN.md "How data flows"): the gateway gathers rows of many streams that
+Packed path (docs/architecture.md, "Audio path"): the gateway gathers rows of many streams that
 arrive within one pack window into a single request. Row i belongs to stream
 STREAM_ID[i]; START/END mark the first and last row of a stream; a stream may have
 several rows in one request, in time order. Models with per-stream state keep it by
@@ -91,8 +91,8 @@ MODELS: dict[str, ModelSpec] = {
         batching="packed",
         description="Lighter fallback for whisper_asr: greedy decoding, used under overload",
         code="whisper_asr",
-        # Greedy and a shorter output: WER 0.108 against whisper_asr's 0.079 on the 12
-        # espeak sentences of the tests, at a lower cost per utterance.
+        # Greedy and a shorter output: a little less accurate than whisper_asr, at a lower
+        # cost per utterance (docs/benchmarks/models-2026-11-25.md).
         parameters={"beam_size": "1", "max_new_tokens": "96", "prompt_tokens": "48"},
     ),
     "audio_stats": ModelSpec(
