@@ -33,7 +33,6 @@ class ModelSpec:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     # "packed": the gateway packs rows itself (max_batch_size 0, no Triton batcher).
-    # "dynamic": Triton's dynamic batcher merges requests (queue delay by profile).
     # "sequence": Triton's sequence batcher with CORRID/START/END/READY controls.
     batching: str
     max_batch_size: int = 0

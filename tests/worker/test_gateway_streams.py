@@ -455,7 +455,7 @@ async def test_triton_killed_mid_stream_fails_streams_fast_and_the_gateway_recov
 
     from speechops_worker import triton as launcher
 
-    repo = launcher.build_model_repository(tmp_path / "repo", ["silero_vad"], "interactive")
+    repo = launcher.build_model_repository(tmp_path / "repo", ["silero_vad"])
     server = launcher.TritonServer(repo)
     await asyncio.to_thread(server.start)
     try:
