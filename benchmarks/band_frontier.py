@@ -67,4 +67,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from report import run_and_report
+    sys.exit(run_and_report("band_frontier", main))

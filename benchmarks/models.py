@@ -199,4 +199,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from report import run_and_report
+    sys.exit(run_and_report("models", main))

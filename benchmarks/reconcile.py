@@ -234,4 +234,5 @@ def _metrics_up(port: int) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from report import run_and_report
+    sys.exit(run_and_report("reconcile", main, sys.argv[1:]))

@@ -474,4 +474,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from report import run_and_report
+    sys.exit(run_and_report("streaming", main))

@@ -4,7 +4,7 @@ One place for tensor names, types and shapes: the gateway packs requests with th
 the Python-backend models read them, and the operator renders Triton model configs
 from them (`speechops_contract.model_config`).
 
-Packed path (DESIGN.md "How data flows"): the gateway gathers rows of many streams that
+Packed path (docs/architecture.md, "Audio path"): the gateway gathers rows of many streams that
 arrive within one pack window into a single request. Row i belongs to stream
 STREAM_ID[i]; START/END mark the first and last row of a stream; a stream may have
 several rows in one request, in time order. Models with per-stream state keep it by
@@ -91,8 +91,8 @@ MODELS: dict[str, ModelSpec] = {
         batching="packed",
         description="Lighter fallback for whisper_asr, used under overload: a 10 s window, shorter output and prompt",
         code="whisper_asr",
-        # A 10 s window instead of 15: on the human clips of the tests WER 0.024 either
-        # way, with two thirds of the encoder time.
+        # A 10 s window instead of 15: as accurate on the human clips, for less encoder
+        # time (docs/benchmarks/asr-window-2026-12-03.md).
         parameters={"window_s": "10", "max_new_tokens": "96", "prompt_tokens": "48"},
     ),
     "audio_stats": ModelSpec(

@@ -49,6 +49,7 @@ KINDS: dict[str, Kind] = {
 class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str):
         self.status = status
+        self.method, self.path, self.body = method, path, body
         super().__init__(f"{method} {path}: HTTP {status}: {body[:300]}")
 
 

@@ -40,7 +40,7 @@ class AsrInputError(ValueError):
 @dataclass(frozen=True)
 class DecodeOptions:
     # Greedy: on real human speech (tests/human_speech.py, 31 clips) it scored as well as
-    # or better than beam 2 at every window, for less (docs/benchmarks/asr-*.md).
+    # or better than beam 2 at every window, for less (docs/benchmarks/asr-window-2026-12-03.md).
     beam_size: int = 1
     max_new_tokens: int = 160           # text tokens per row at most
     # ...and at most this many per second of the longest row (speech rarely passes 5), so
@@ -54,16 +54,14 @@ class DecodeOptions:
     # Below this level a row is treated as silence without decoding it.
     min_rms_dbfs: float = -60.0
     # Every row is decoded as at least this much audio, its own followed by silence:
-    # Whisper loops on windows much shorter than the 30 s it was trained on. On the
-    # human clips, greedy: 2 s of tail WER 0.18 with 8 looped rows, a 5 s window 0.080
-    # (3 loops), 10 s 0.024, 15 s 0.024, 30 s 0.015 (no loops from 10 s up), each step
-    # up costing more encoder time. 30 is Whisper's exact input.
+    # Whisper, trained on 30 s windows, loops on much shorter ones ("Try again. Try
+    # again"). 30 is Whisper's exact input; 15 loses little for half the encoder time
+    # (docs/benchmarks/asr-window-2026-12-03.md).
     window_s: float = 15.0
     # Rows longer than the window still get this much silence after their audio.
     tail_silence_s: float = 1.0
-    # Rows past the window are padded to a multiple of this step and only rows of the
-    # same padded length share a generate call: a row's words never depend on the rows
-    # packed with it.
+    # Rows past the window are padded to a multiple of this step; rows of the same padded
+    # length share an encoder call.
     pad_step_s: float = 1.0
     # Blocks loops of repeated phrases that survive the window (0 = off).
     no_repeat_ngram_size: int = 3

@@ -25,7 +25,7 @@ import kubernetes
 
 from speechops_contract import api, logs, names
 from speechops import conditions
-from speechops.scaling import controller, metrics, signals
+from speechops.scaling import controller, metrics, rollout, signals
 
 log = logging.getLogger("speechops.scaler")
 
@@ -77,11 +77,30 @@ def apply(result: controller.TickResult, *, namespace: str, name: str, pods: lis
     patch.status.update(controller.status_changes(status, wanted))
     if result.announce:
         kopf.event(body, type="Normal", reason=d.reason, message=result.message)
-    if result.announce or not result.scaling_active:
+    fallback = fallback_change(status.get("conditions"), result)
+    if fallback is not None:
+        kopf.event(body, type=fallback[0], reason=fallback[1], message=result.condition_message[:1000])
+    # One line per decision: a change of replicas, or a fallback that starts or ends (not
+    # every tick it lasts).
+    if result.announce or fallback is not None:
         logs.decision(logger, f"{namespace}/{name}", d.reason, result.message, replicas=f"{d.previous}->{d.replicas}",
                       deployment_replicas=plan.replicas, reserve=d.reserve,
                       live_streams=result.live_streams, scaling_active=result.scaling_active,
                       condition=result.condition_reason, **({"withheld": True} if result.withheld else {}))
+
+
+def fallback_change(before: Any, result: controller.TickResult) -> tuple[str, str] | None:
+    """(Event type, reason) when ScalingActive starts or stops being False, or its reason
+    changes while False; None while it stays as it was."""
+    old = conditions.get_condition(before, conditions.SCALING_ACTIVE)
+    was_active = old is None or old.get("status") == "True"
+    if result.scaling_active:
+        return None if was_active else ("Normal", "ScalingRestored")
+    if was_active or old.get("reason") != result.condition_reason:
+        # No Prometheus configured is a choice, not a failure.
+        return ("Normal" if result.condition_reason == "PrometheusNotConfigured" else "Warning",
+                result.condition_reason)
+    return None
 
 
 def _apply_plan(result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
@@ -149,15 +168,33 @@ def _mark_draining(core: kubernetes.client.CoreV1Api, namespace: str, pod_name: 
                               _preload_content=False)
 
 
-def read_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str) -> int | None:
-    """A Deployment's .spec.replicas, or None when it does not exist (yet)."""
+def read_deployment(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str) -> dict | None:
     try:
         current = apps.read_namespaced_deployment(deployment, namespace, _preload_content=False)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return None
         raise
-    return int((json.loads(current.data).get("spec") or {}).get("replicas", 1))
+    return json.loads(current.data)
+
+
+def replicas_of(deployment: dict | None) -> int | None:
+    return None if deployment is None else int((deployment.get("spec") or {}).get("replicas", 1))
+
+
+def read_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str) -> int | None:
+    """A Deployment's .spec.replicas, or None when it does not exist (yet)."""
+    return replicas_of(read_deployment(apps, namespace, deployment))
+
+
+def fleet_pods(apps: kubernetes.client.AppsV1Api, namespace: str, pipeline: str, pods: list[dict],
+               worker: dict | None) -> list[dict]:
+    """The current revision's pods; the ReplicaSets are read only while a rollout mixes two."""
+    if worker is None or not rollout.mixed_revisions(pods):
+        return pods
+    selector = f"{names.LABEL_PIPELINE}={pipeline},{names.LABEL_COMPONENT}=worker"
+    raw = apps.list_namespaced_replica_set(namespace, label_selector=selector, _preload_content=False)
+    return rollout.current_pods(pods, worker, json.loads(raw.data).get("items", []))
 
 
 def _set_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, deployment: str, replicas: int,
@@ -185,19 +222,23 @@ def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, patch:
     try:
         parsed = api.parse_spec(spec)
     except api.SpecError as exc:
-        # The reconciler reports spec errors; the scaler only says it is not acting.
-        patch.status["conditions"] = conditions.set_condition(
+        # The reconciler reports spec errors; the scaler only says it is not acting (once:
+        # an unchanged condition is no write).
+        wanted = conditions.set_condition(
             status.get("conditions"), conditions.SCALING_ACTIVE, False, "InvalidSpec", str(exc)[:500],
             meta.get("generation"))
+        if wanted != (status or {}).get("conditions"):
+            patch.status["conditions"] = wanted
         return
     state = controller.state_for(memo, parsed)
     client = memo.get("scaler_api") or kube()
     memo["scaler_api"] = client
     core = kubernetes.client.CoreV1Api(client)
-    pods = list_worker_pods(core, namespace, name)
-    streams = read_streams(pods)
     apps = kubernetes.client.AppsV1Api(client)
-    worker_replicas = read_replicas(apps, namespace, names.worker_deployment(name))
+    worker = read_deployment(apps, namespace, names.worker_deployment(name))
+    worker_replicas = replicas_of(worker)
+    pods = fleet_pods(apps, namespace, name, list_worker_pods(core, namespace, name), worker)
+    streams = read_streams(pods)
     source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
               if parsed.scaling.prometheus_url else None)
     rivals = tuple(deployment_autoscalers.get((namespace, names.worker_deployment(name)), ()))
