@@ -25,7 +25,7 @@ def test_a_variant_is_its_base_models_code_with_its_own_parameters(tmp_path):
     repo = build_model_repository(tmp_path, ["whisper_asr", "whisper_asr_greedy"])
     code = {name: (repo / name / "1" / "model.py").read_bytes() for name in ("whisper_asr", "whisper_asr_greedy")}
     assert code["whisper_asr"] == code["whisper_asr_greedy"]
-    assert 'key: "beam_size" value: { string_value: "1" }' in (repo / "whisper_asr_greedy" / "config.pbtxt").read_text()
+    assert 'key: "window_s" value: { string_value: "10" }' in (repo / "whisper_asr_greedy" / "config.pbtxt").read_text()
     assert "beam_size" not in (repo / "whisper_asr" / "config.pbtxt").read_text()
 
 
