@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything speechops needs on a fresh Debian 12 machine (CPU only):
 # Debian packages for the real Prometheus, espeak-ng, sox and recorded speech, then the project
-# with its worker, triton, test and plot extras into the current Python.
+# with its operator, worker, triton, test and plot extras into the current Python.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,6 @@ if ((${#need_apt[@]})); then
         $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[worker,triton,test,plot]' 2>&1 \
+python3 -m pip install -q --disable-pip-version-check -e '.[operator,worker,triton,test,plot]' 2>&1 \
     | grep -v -e 'Running pip as the' -e 'pip.pypa.io/warnings/venv' || true
 python3 -c 'import speechops, speechops_worker' 

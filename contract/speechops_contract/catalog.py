@@ -90,7 +90,7 @@ MODELS: dict[str, ModelSpec] = {
         batching="packed",
         description="Lighter fallback for whisper_asr, used under overload: a 10 s window, shorter output and prompt",
         code="whisper_asr",
-        # A 10 s window instead of 15: as accurate on the human clips, for less encoder
+        # A 10 s window instead of 15: nearly as accurate on the human clips, for less encoder
         # time (docs/benchmarks/asr-window-2026-12-03.md).
         parameters={"window_s": "10", "max_new_tokens": "96", "prompt_tokens": "48"},
     ),

@@ -55,7 +55,7 @@ class DecodeOptions:
     min_rms_dbfs: float = -60.0
     # Every row is decoded as at least this much audio, its own followed by silence:
     # Whisper, trained on 30 s windows, loops on much shorter ones ("Try again. Try
-    # again"). 30 is Whisper's exact input; 15 loses little for half the encoder time
+    # again"). 30 is Whisper's exact input; 15 loses little for under half its cost
     # (docs/benchmarks/asr-window-2026-12-03.md).
     window_s: float = 15.0
     # Rows longer than the window still get this much silence after their audio.
