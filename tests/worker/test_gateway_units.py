@@ -16,6 +16,7 @@ from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.packer import Packer, concat_parts, split_outputs
 from speechops_worker.gateway.pipeline import plan, run_stages
 from speechops_worker.gateway.segmenter import Segmenter, VadParams
+from speechops_worker.gateway.admission import Admission, Load
 from speechops_worker.gateway.degrade import decide_level
 from speechops_worker.gateway.server import GatewayConfig
 from speechops_worker.gateway.transcript import extend_committed, final_text, word_error_rate, words
@@ -302,3 +303,31 @@ def test_gateway_modules_import_no_cycle():
     for module in edges:
         visit(module, [])
     assert "server" not in edges["session"] and "native" not in edges["session"]
+
+
+# ------------------------------------------------------------------ admission by load
+
+def test_admission_grows_in_steps_until_the_models_show_load():
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    assert adm.admits(3) and not adm.admits(4)             # a fresh replica: a few streams first
+    caps = [adm.update(Load(n, n, None, None, None)) for n in (4, 8, 12)]
+    assert caps == [8, 12, 18]
+
+
+def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    # 10 streams keep ASR 40% busy: 4% each, so 10 more fit under the 80% ceiling.
+    assert adm.update(Load(10, 10, 0.40, 0.3, 0.05)) == 20
+    assert adm.update(Load(0, 0, 0.0, None, None)) == 20          # idle: the last measurement holds
+    assert adm.update(Load(10, 10, 0.95, 0.3, 0.05)) == 8         # over the ceiling: fewer than held
+    assert adm.update(Load(30, 30, 0.10, 0.3, 0.05)) == 64        # hard cap stays the cap
+
+
+def test_admission_stops_when_finals_miss_the_target_or_requests_queue():
+    adm = Admission(target_s=0.5, hard_cap=64, utterance_models=True)
+    assert adm.update(Load(10, 10, 0.3, 1.0, 0.05)) == 5          # p90 twice the target: half
+    assert "final p90" in adm.reason and not adm.admits(5)
+    assert adm.update(Load(10, 10, 0.3, 0.2, 0.4)) == 10          # queue wait over half the target
+    vad_only = Admission(target_s=0.5, hard_cap=1000, utterance_models=False)
+    assert vad_only.update(Load(600, 600, None, None, 0.01)) == 1000   # VAD's cost per stream is not linear
+    assert vad_only.update(Load(600, 600, None, None, 0.5)) == 600

@@ -514,7 +514,7 @@ class Session:
                 text = final_text(utt.committed, decoded)
                 self.last_text = text
                 latency = time.time() - decided_at
-                self.metrics.final_latency.observe(latency)
+                self.metrics.final_latency(latency)
                 self._emit("final", text=text, reason=reason, stage=name, model=degrade.model_for(stage, level), **span,
                            server={"latency_ms": round(latency * 1000, 1), "decode_ms": round(took * 1000, 1)})
             else:
