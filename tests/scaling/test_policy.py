@@ -22,7 +22,7 @@ def fc(expected, upper):
 
 
 def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):
-    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_frames=backlog,
+    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_chunks=backlog,
                        deployment_replicas=deployment)
 
 
@@ -33,7 +33,7 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):
     (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
     (CFG, sig(replicas=8, streams=60), fc(68, 75), 8, "Steady"),         # within 10% tolerance, band fits in 80
     (CFG, sig(replicas=8, streams=60), fc(68, 85), 10, "ScaleUp"),       # band beyond full capacity: ceil(85 / 9)
-    (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
+    (CFG, sig(replicas=5, streams=10, backlog=500), fc(5, 6), 5, "ScaleDownDelayed"),  # 500 chunks of 32 ms: 16 stream-seconds, 26 streams -> 4; delay
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
     (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
     (CFG, sig(replicas=5, streams=None), None, 5, "NoData"),             # nothing known: hold
