@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Writes README.md's reference sections from their sources of truth:
+"""Writes the generated reference docs from their sources of truth:
 
-- "SpeechPipeline reference" from crds/speechpipeline.yaml (every field of spec and
-  status: type, default, allowed values, description, and the CEL rules);
-- "Metrics reference" from contract/speechops_contract/names.py (every M_* constant and the
-  comment beside it).
+- docs/reference/crd.md from crds/speechpipeline.yaml (every field of spec and status:
+  type, default, allowed values, description, and the CEL rules);
+- docs/reference/metrics.md from contract/speechops_contract/names.py (every M_* constant
+  and the comment beside it);
+- the values table of charts/speechops/README.md from charts/speechops/values.yaml (every
+  value, its default and the `# --` comment above it).
 
 Each section lives between `<!-- BEGIN name -->` and `<!-- END name -->` markers; the
-text outside them is left alone. tests/chart/test_readme.py fails when README is stale.
+text outside them is left alone. tests/chart/test_readme.py fails when one is stale.
 
-    python scripts/crd_reference.py            # rewrite README.md
-    python scripts/crd_reference.py --check    # exit 1 if README.md is out of date
+    python scripts/crd_reference.py            # rewrite them
+    python scripts/crd_reference.py --check    # exit 1 if one is out of date
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any, Iterator
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
 CRD = REPO / "crds" / "speechpipeline.yaml"
 NAMES = REPO / "contract" / "speechops_contract" / "names.py"
+VALUES = REPO / "charts" / "speechops" / "values.yaml"
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -132,30 +134,86 @@ def metrics_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"crd-reference": crd_reference, "metrics-reference": metrics_reference}
+_VALUE_KEY = re.compile(r"^(\s*)([A-Za-z]\w*):(.*)$")
 
 
-def render(readme: str) -> str:
-    for name, build in SECTIONS.items():
+def values_reference() -> str:
+    """One row per documented value: a key with a `# --` comment block above it. A
+    commented key whose value is a mapping (resources, probes) is one row with the whole
+    mapping as its default; an uncommented section is walked into."""
+    text = VALUES.read_text()
+    values = yaml.safe_load(text)
+    lines = ["Generated from `values.yaml` by `scripts/crd_reference.py`.", "",
+             "| value | default | description |", "|---|---|---|"]
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    documented_above = -1
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            body = stripped.lstrip("#").strip()
+            if body.startswith("--"):
+                comment = [body[2:].strip()]
+            elif comment:
+                comment.append(body)
+            continue
+        match = _VALUE_KEY.match(line)
+        if not match:
+            if stripped:
+                comment = []
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if documented_above >= 0 and indent <= documented_above:
+            documented_above = -1
+        path = [k for _, k in stack] + [key]
+        stack.append((indent, key))
+        if comment and documented_above < 0:
+            value = values
+            for k in path:
+                value = value[k]
+            default = json.dumps(value, separators=(", ", ": ")) if not isinstance(value, str) else json.dumps(value)
+            lines.append(f"| `{'.'.join(path)}` | `{_cell(default)}` | {_cell(' '.join(comment))} |")
+            documented_above = indent
+        comment = []
+    return "\n".join(lines) + "\n"
+
+
+# file -> the generated sections in it
+TARGETS: dict[Path, dict[str, Any]] = {
+    REPO / "docs" / "reference" / "crd.md": {"crd-reference": crd_reference},
+    REPO / "docs" / "reference" / "metrics.md": {"metrics-reference": metrics_reference},
+    REPO / "charts" / "speechops" / "README.md": {"values-reference": values_reference},
+}
+
+
+def render(text: str, sections: dict[str, Any], where: str = "the file") -> str:
+    for name, build in sections.items():
         begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-        if begin not in readme or end not in readme:
-            raise SystemExit(f"README.md lacks the markers {begin} ... {end}")
-        head, rest = readme.split(begin, 1)
+        if begin not in text or end not in text:
+            raise SystemExit(f"{where} lacks the markers {begin} ... {end}")
+        head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        readme = f"{head}{begin}\n{build()}{end}{tail}"
-    return readme
+        text = f"{head}{begin}\n{build()}{end}{tail}"
+    return text
 
 
 def main(argv: list[str]) -> int:
-    current = README.read_text()
-    wanted = render(current)
-    if argv == ["--check"]:
-        if current != wanted:
-            print("README.md reference sections are stale: run python scripts/crd_reference.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
+    stale = []
+    for path, sections in TARGETS.items():
+        current = path.read_text()
+        wanted = render(current, sections, str(path.relative_to(REPO)))
+        if current == wanted:
+            continue
+        if argv == ["--check"]:
+            stale.append(str(path.relative_to(REPO)))
+        else:
+            path.write_text(wanted)
+    if stale:
+        print(f"stale generated reference: {', '.join(stale)}: run python scripts/crd_reference.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 

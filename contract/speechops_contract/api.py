@@ -135,6 +135,8 @@ class Streams:
     context_window: float = 30.0
     drain_timeout: float = 120.0
     partial_interval: float = 0.5
+    auth_secret: str | None = None    # Secret of API keys; None: streams need no key
+    tls_secret: str | None = None     # kubernetes.io/tls Secret; None: plain ws://
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,21 @@ class _Reader:
             self.fail(f"{path}.{key}", f"must be a non-empty string, got {value!r}")
             return default
         return value
+
+    def secret_name(self, raw: Mapping, key: str, path: str) -> str | None:
+        """`{secretName: NAME}` -> NAME, a DNS subdomain (what Secret names are)."""
+        if raw.get(key) is None:
+            return None
+        section = self.mapping(raw[key], f"{path}.{key}")
+        name = self.string(section, "secretName", f"{path}.{key}", None)
+        if name is None:
+            if "secretName" not in section:
+                self.fail(f"{path}.{key}.secretName", "is required")
+            return None
+        if len(name) > 253 or not all(_NAME_RE.match(part) for part in name.split(".")):
+            self.fail(f"{path}.{key}.secretName", f"must be a Secret name (lowercase DNS subdomain), got {name!r}")
+            return None
+        return name
 
     def resources(self, raw: Any, path: str) -> Mapping[str, Any]:
         raw = self.mapping(raw, path)
@@ -416,6 +433,8 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
         context_window=r.duration(st, "contextWindow", "spec.streams", 30.0, minimum=1.0),
         drain_timeout=r.duration(st, "drainTimeout", "spec.streams", 120.0),
         partial_interval=r.duration(st, "partialInterval", "spec.streams", 0.5, minimum=0.05),
+        auth_secret=r.secret_name(st, "auth", "spec.streams"),
+        tls_secret=r.secret_name(st, "tls", "spec.streams"),
     )
     if streams.context_window > 30.0:
         r.fail("spec.streams.contextWindow", "must be at most 30s (Whisper's input window)")

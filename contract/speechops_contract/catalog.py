@@ -4,7 +4,7 @@ One place for tensor names, types and shapes: the gateway packs requests with th
 the Python-backend models read them, and the operator renders Triton model configs
 from them (`speechops_contract.model_config`).
 
-Packed path (DESIGN.md "How data flows"): the gateway gathers rows of many streams that
+Packed path (docs/architecture.md, "Audio path"): the gateway gathers rows of many streams that
 arrive within one pack window into a single request. Row i belongs to stream
 STREAM_ID[i]; START/END mark the first and last row of a stream; a stream may have
 several rows in one request, in time order. Models with per-stream state keep it by

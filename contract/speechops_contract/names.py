@@ -72,6 +72,11 @@ ENV_PROFILE = "PROFILE"              # latency tier
 ENV_PIPELINE_SPEC = "PIPELINE_SPEC"  # JSON: the worker-relevant part of the spec; parse with api.parse_spec
 ENV_POD_NAME = "POD_NAME"
 ENV_TRITON_GRPC_URL = "TRITON_GRPC_URL"
+ENV_API_KEYS = "SPEECHOPS_API_KEYS"  # file or directory of API keys (spec.streams.auth's Secret, mounted)
+ENV_TLS_DIR = "SPEECHOPS_TLS_DIR"    # directory holding tls.crt and tls.key (spec.streams.tls's Secret)
+API_KEYS_MOUNT = "/etc/speechops/api-keys"
+TLS_MOUNT = "/etc/speechops/tls"
+M_AUTH_REFUSED = "speechops_auth_refused_total"             # counter{reason}: streams refused for their key
 # Where the worker image keeps the models it ships (used when the spec names no repository).
 WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any, Mapping
 
@@ -24,8 +25,9 @@ import kopf
 from speechops_contract import api, logs, names
 from speechops import operator_metrics as metrics
 from speechops import kube
-from speechops.kube import ApiError
-from speechops.reconcile import Decision, classes_used_by, delete_children, pipeline_key, reconcile, write_status
+from speechops.kube import ApiError, KubeClient
+from speechops.reconcile import (Decision, classes_used_by, delete_children, failed_status, failure_message,
+                                 pipeline_key, reconcile, write_status)
 
 PIPELINES = (api.GROUP, api.VERSION, api.PLURAL)
 CHILD_RESOURCES = (("", "v1", "configmaps"), ("apps", "v1", "deployments"), ("", "v1", "services"),
@@ -46,6 +48,31 @@ def plain(value: Any) -> Any:
     return value
 
 
+class RoutineAtDebug(logging.Filter):
+    """kopf logs every handler that succeeds ("Handler 'child-deployments' succeeded.",
+    "Timer 'scale' succeeded.") at INFO, hundreds of lines an hour beside one decision:
+    those go to DEBUG, so INFO is one line per decision. Failures keep their level."""
+
+    ROUTINE = re.compile(r"(?: succeeded\.| is processed: \d+ succeeded; 0 failed\.)$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and self.ROUTINE.search(str(record.msg)):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+ROUTINE_LOGGERS = ("kopf.objects", "kopf.activities.startup", "kopf.activities.login",
+                   "kopf.activities.authentication", "kopf.activities.cleanup")
+
+
+def quiet_kopf() -> None:
+    for name in ROUTINE_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RoutineAtDebug) for f in target.filters):
+            target.addFilter(RoutineAtDebug())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our own names on our objects; nothing under status that the CRD schema would prune.
@@ -56,6 +83,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf's own "handler succeeded" events are noise next to our decisions.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    quiet_kopf()
     memo.kube = None
     memo.locks = {}
     memo.pending = {}
@@ -79,9 +107,10 @@ def pipelines(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, name): plain(body)}
 
 
-@kopf.index("scheduling.k8s.io", "v1", "priorityclasses", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+@kopf.index("scheduling.k8s.io", "v1", "priorityclasses")
 def priority_classes(name: str, **_: Any) -> dict:
-    """Our PriorityClasses that exist: saves a GET per class per reconcile."""
+    """Every PriorityClass that exists, ours or not (the chart's are labelled by Helm): one
+    that exists is never POSTed again, so a reconcile costs no 409."""
     return {name: True}
 
 
@@ -107,6 +136,22 @@ def report(body: Mapping[str, Any], decision: Decision) -> None:
                   level=logging.WARNING if decision.warning else logging.INFO, **decision.numbers)
 
 
+async def report_failure(kube: KubeClient, body: Mapping[str, Any], exc: Exception) -> None:
+    """A failed reconcile shows where users look: Ready=False (ReconcileFailed) with the
+    error, a Warning Event and a log line, once per distinct error, not once per retry."""
+    message = failure_message(exc)
+    patch = failed_status(body, message)
+    if not patch:
+        return   # the same failure as last time: already reported
+    decision = Decision("ReconcileFailed", message, warning=True)
+    report(body, decision)
+    try:
+        await write_status(kube, body, patch)
+    except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as status_exc:
+        logs.decision(logger, pipeline_key(body), "StatusWriteFailed", f"cannot record the failure: {status_exc}",
+                      level=logging.WARNING)
+
+
 async def run_reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str,
                         known_classes: Any = None) -> None:
     """Reconciles one pipeline, at most one at a time per pipeline; a trigger arriving
@@ -128,7 +173,7 @@ async def run_reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str,
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             metrics.ERRORS.labels(trigger).inc()
             metrics.RECONCILES.labels(trigger, "error").inc()
-            logs.decision(logger, key, "ReconcileFailed", str(exc), level=logging.WARNING)
+            await report_failure(memo.kube, body, exc)
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
         finally:
             metrics.DURATION.labels(trigger).observe(time.perf_counter() - started)

@@ -41,6 +41,7 @@ KINDS: dict[str, Kind] = {
     "Service": Kind("v1", "services"),
     "Event": Kind("v1", "events"),
     "Deployment": Kind("apps/v1", "deployments"),
+    "ReplicaSet": Kind("apps/v1", "replicasets"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     "PriorityClass": Kind("scheduling.k8s.io/v1", "priorityclasses", namespaced=False),
     api.KIND: Kind(api.API_VERSION, api.PLURAL),
@@ -62,6 +63,7 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str):
         self.status = status
+        self.method, self.path, self.body = method, path, body
         super().__init__(f"{method} {path}: HTTP {status}: {body[:300]}")
 
 

@@ -23,7 +23,7 @@ from speechops_contract import api, names
 from speechops import conditions
 from speechops.cluster_defaults import apply_cluster_defaults
 from speechops.drift import merge_patch, needs_write, with_hash
-from speechops.kube import Conflict, KubeClient
+from speechops.kube import ApiError, Conflict, KubeClient
 from speechops.resources.desired import DesiredState, desired_state
 from speechops.resources.priority import all_classes, classes_for
 
@@ -129,6 +129,27 @@ def invalid_conditions(current: list[dict] | None, message: str, generation: int
     conds = conditions.set_condition(current, conditions.READY, False, "InvalidSpec", message, generation)
     return conditions.set_condition(conds, conditions.PROGRESSING, False, "InvalidSpec",
                                     "fix the spec; existing workers are kept as they are", generation)
+
+
+def failure_message(exc: Exception) -> str:
+    """An API error as a user reads it: the request, the status and the server's own words."""
+    text = str(exc)
+    if isinstance(exc, ApiError):
+        try:
+            reason = json.loads(exc.body).get("message")
+        except (ValueError, AttributeError):
+            reason = None
+        if reason:
+            text = f"{exc.method} {exc.path}: HTTP {exc.status}: {reason}"
+    return f"reconcile failed, retrying: {text or type(exc).__name__}"[:1000]
+
+
+def failed_status(body: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """The status patch that records a failed reconcile (empty when it already says so)."""
+    current = body.get("status") or {}
+    conds = conditions.set_condition(current.get("conditions"), conditions.READY, False, "ReconcileFailed", message,
+                                     body.get("metadata", {}).get("generation"))
+    return status_patch(current, {"conditions": conds})
 
 
 def status_patch(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,8 +262,9 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
     state = desired_state(meta["name"], meta["namespace"], spec)
     for pc in state.priority_classes:
         await ensure_priority_class(kube, pc, out, known_classes)
-    # A pipeline reconciled before that lost a child had it deleted by hand.
-    restoring = current.get("observedGeneration") is not None
+    # A child missing although this spec was already reconciled was deleted by someone;
+    # after a spec change it may simply be newly wanted (the reserve turned on).
+    restoring = generation is not None and current.get("observedGeneration") == generation
     live_worker = None
     for child in state.children:
         live = await apply_child(kube, adopt(child, body), out, restoring)

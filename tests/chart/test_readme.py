@@ -1,11 +1,16 @@
-"""README's reference sections are generated; they must match their sources."""
+"""The generated references (docs/reference/crd.md, docs/reference/metrics.md, the chart
+README's values table) must match their sources; the docs must not point at files that are
+not in the repository."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
-from chartkit import REPO
+import yaml
+
+from chartkit import CHART, REPO
 
 SCRIPT = REPO / "scripts" / "crd_reference.py"
 
@@ -19,7 +24,7 @@ def _crd_reference():
     return crd_reference
 
 
-def test_readme_reference_sections_are_up_to_date():
+def test_generated_references_are_up_to_date():
     result = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
@@ -33,11 +38,81 @@ def test_crd_reference_lists_every_spec_field_of_the_crd():
     assert "rule: minReplicas must be <= maxReplicas" in text
 
 
-def test_check_mode_notices_a_stale_readme(tmp_path, monkeypatch):
+def test_values_reference_covers_every_value_with_its_default():
     ref = _crd_reference()
-    stale = tmp_path / "README.md"
-    stale.write_text((REPO / "README.md").read_text().replace("| `spec.profile` |", "| `spec.profil` |"))
-    monkeypatch.setattr(ref, "README", stale)
+    text = ref.values_reference()
+    rows = dict(re.findall(r"^\| `([^`]+)` \| `(.*?)` \|", text, re.M))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def leaves(node, path=()):
+        if isinstance(node, dict) and node:
+            for key, sub in node.items():
+                yield from leaves(sub, path + (key,))
+        else:
+            yield ".".join(path)
+
+    for leaf in leaves(values):
+        # A row for the value itself, or for a documented mapping that holds it.
+        owner = next((p for p in rows if leaf == p or leaf.startswith(p + ".")), None)
+        assert owner, f"{leaf} has no row in the chart README"
+    assert rows["operator.replicas"] == "2" and rows["workers.gpu"] == "true"
+    assert rows["monitoring.prometheusRule.for"] == '"5m"'
+
+
+def test_check_mode_notices_a_stale_reference(tmp_path, monkeypatch):
+    ref = _crd_reference()
+    source = REPO / "docs" / "reference" / "crd.md"
+    stale = tmp_path / "crd.md"
+    stale.write_text(source.read_text().replace("| `spec.profile` |", "| `spec.profil` |"))
+    monkeypatch.setattr(ref, "REPO", tmp_path)
+    monkeypatch.setattr(ref, "TARGETS", {stale: {"crd-reference": ref.crd_reference}})
     assert ref.main(["--check"]) == 1
     assert ref.main([]) == 0 and ref.main(["--check"]) == 0
-    assert stale.read_text() == (REPO / "README.md").read_text()
+    assert stale.read_text() == source.read_text()
+
+
+_LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+def _anchors(page) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_relative_links_in_the_docs_resolve_inside_the_repository():
+    pages = [REPO / "README.md", CHART / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", page.read_text(), flags=re.S))
+        for target, anchor in _LINK.findall(prose):
+            if re.match(r"[a-z]+:", target):
+                continue
+            resolved = (page.parent / target).resolve() if target else page
+            if not resolved.is_relative_to(REPO) or not resolved.exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+                broken.append(f"{page.relative_to(REPO)} -> {target}#{anchor}")
+    assert broken == []
+
+
+def test_nothing_in_the_docs_points_outside_the_repository():
+    pages = [REPO / "README.md", CHART / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text and "DESIGN.md" not in text, page
+
+
+def test_speechpipeline_examples_in_the_docs_are_valid():
+    from speechops_contract import api
+
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    checked = 0
+    for page in pages:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            doc = yaml.safe_load(block)
+            if isinstance(doc, dict) and doc.get("kind") == "SpeechPipeline":
+                api.parse_spec(doc["spec"])  # raises SpecError naming the field
+                checked += 1
+    assert checked >= 1

@@ -53,6 +53,7 @@ def test_every_field_has_a_description():
     pytest.param({"worker": {"modelRepository": {"image": {"image": "models:1"}}}}, id="image-repo-path"),
     pytest.param({"stages": [{"name": "a", "model": "silero_vad"}]}, id="stage-version-and-optional"),
     pytest.param({"capacity": {"maxReplicas": 3}, "streams": {"drainTimeout": "10m"}}, id="partial-sections"),
+    pytest.param({"streams": {"auth": {"secretName": "keys"}, "tls": {"secretName": "speech.tls"}}}, id="auth-tls"),
 ])
 def test_crd_defaults_equal_api_defaults(raw_spec):
     defaulted = apply_defaults({"spec": raw_spec}, root_schema())["spec"]
@@ -87,6 +88,8 @@ def test_at_least_three_examples_cover_the_three_profiles():
     pytest.param({"stages": [{"name": "Bad_Name", "model": "m"}]}, "spec.stages.0.name", id="bad-stage-name"),
     pytest.param({"stages": [{"name": "a"}]}, "spec.stages.0", id="missing-model"),
     pytest.param({"worker": {"gpusPerPod": 17}}, "spec.worker.gpusPerPod", id="too-many-gpus"),
+    pytest.param({"streams": {"auth": {"secretName": "Keys"}}}, "spec.streams.auth.secretName", id="bad-secret-name"),
+    pytest.param({"streams": {"tls": {}}}, "spec.streams.tls", id="tls-without-secret"),
 ])
 def test_schema_rejects_bad_fields_and_names_them(spec, field):
     errors = validate({"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.KIND,

@@ -236,8 +236,42 @@ def test_service_and_budget_select_the_worker_pods(case):
     pdb = by_kind(state, "PodDisruptionBudget")
     for selector in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= pod_labels.items()
-    assert {p["port"] for p in svc["spec"]["ports"]} >= {names.GATEWAY_PORT, names.GATEWAY_ADMIN_PORT}
+    # The client path only: drain/undrain and metrics are reached on the pods, not through the Service.
+    assert [p["port"] for p in svc["spec"]["ports"]] == [names.GATEWAY_PORT]
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_api_keys_and_certificate_are_mounted_secrets():
+    spec = api.parse_spec({"streams": {"auth": {"secretName": "team-keys"}, "tls": {"secretName": "speech-tls"}}})
+    assert (spec.streams.auth_secret, spec.streams.tls_secret) == ("team-keys", "speech-tls")
+    deployment = by_kind(desired_state("pipe", "ns", spec), "Deployment", names.worker_deployment("pipe"))
+    pod = deployment["spec"]["template"]["spec"]
+    gateway = next(c for c in pod["containers"] if c["name"] == "gateway")
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env[names.ENV_API_KEYS] == names.API_KEYS_MOUNT and env[names.ENV_TLS_DIR] == names.TLS_MOUNT
+    mounts = {m["name"]: m for m in gateway["volumeMounts"]}
+    assert mounts["api-keys"]["readOnly"] and mounts["tls"]["readOnly"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["api-keys"]["secret"]["secretName"] == "team-keys"
+    assert volumes["tls"]["secret"]["secretName"] == "speech-tls"
+    assert volumes["tls"]["secret"]["defaultMode"] == 0o440
+    # No key material in the environment; without the fields nothing is mounted.
+    assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in gateway["env"])
+    plain = by_kind(desired_state("pipe", "ns", api.parse_spec({})), "Deployment",
+                    names.worker_deployment("pipe"))["spec"]["template"]["spec"]
+    assert not {"api-keys", "tls"} & {v["name"] for v in plain["volumes"]}
+
+
+@pytest.mark.parametrize("streams, field, message", [
+    ({"auth": {}}, "spec.streams.auth.secretName", "is required"),
+    ({"auth": {"secretName": "Team_Keys"}}, "spec.streams.auth.secretName", "Secret name"),
+    ({"tls": "speech-tls"}, "spec.streams.tls", "must be an object"),
+    ({"tls": {"secretName": ""}}, "spec.streams.tls.secretName", "non-empty"),
+])
+def test_bad_secret_references_name_the_field(streams, field, message):
+    with pytest.raises(api.SpecError) as info:
+        api.parse_spec({"streams": streams})
+    assert any(path == field and message in msg for path, msg in info.value.problems), info.value.problems
 
 
 @pytest.mark.parametrize("case,replicas", [

@@ -1,4 +1,8 @@
-"""The pipeline's Service: clients stream to it; Prometheus scrapes through it."""
+"""The pipeline's Service: the client path, and only that.
+
+It carries the stream port alone. Metrics (gateway :9400, Triton :8002) are scraped from
+the pods by the PodMonitor, and drain/undrain are posted by the operator to each pod's
+address, so neither sits behind the address clients are given."""
 
 from __future__ import annotations
 
@@ -21,9 +25,6 @@ def service(pipeline: str, namespace: str | None, spec: PipelineSpec) -> dict[st
             "selector": selector_labels(pipeline, COMPONENT),
             "ports": [
                 {"name": "stream", "port": names.GATEWAY_PORT, "targetPort": "stream", "protocol": "TCP"},
-                {"name": "admin", "port": names.GATEWAY_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"},
-                {"name": "triton-metrics", "port": names.TRITON_METRICS_PORT, "targetPort": "triton-metrics",
-                 "protocol": "TCP"},
             ],
         },
     }

@@ -179,6 +179,14 @@ def gateway_container(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"}],
     }
+    # API keys and the certificate as mounted Secrets, never env vars: the kubelet
+    # updates the files when the Secret changes and the gateway reloads them.
+    if spec.streams.auth_secret:
+        container["env"].append({"name": names.ENV_API_KEYS, "value": names.API_KEYS_MOUNT})
+        container["volumeMounts"].append({"name": "api-keys", "mountPath": names.API_KEYS_MOUNT, "readOnly": True})
+    if spec.streams.tls_secret:
+        container["env"].append({"name": names.ENV_TLS_DIR, "value": names.TLS_MOUNT})
+        container["volumeMounts"].append({"name": "tls", "mountPath": names.TLS_MOUNT, "readOnly": True})
     resources = {k: dict(v) for k, v in spec.worker.gateway_resources.items() if k in ("requests", "limits")}
     if resources:
         container["resources"] = resources
@@ -250,6 +258,18 @@ def placement(spec: PipelineSpec) -> dict[str, Any]:
     return out
 
 
+def secret_volumes(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The Secrets the gateway reads (owner and group read only; the pod's fsGroup is the group)."""
+    out = []
+    if spec.streams.auth_secret:
+        out.append({"name": "api-keys", "secret": {"secretName": spec.streams.auth_secret, "defaultMode": 0o440}})
+    if spec.streams.tls_secret:
+        out.append({"name": "tls", "secret": {"secretName": spec.streams.tls_secret, "defaultMode": 0o440,
+                                              "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                        {"key": "tls.key", "path": "tls.key"}]}})
+    return out
+
+
 def pod_spec(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
     source_volume, init = _model_source(spec)
     return {
@@ -267,6 +287,7 @@ def pod_spec(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "triton-tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            *secret_volumes(spec),
         ],
         "topologySpreadConstraints": _topology_spread(pipeline),
         **placement(spec),

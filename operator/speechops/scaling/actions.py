@@ -79,10 +79,13 @@ async def mark_draining(kube: KubeClient, namespace: str, pod_name: str, drainin
                      {"metadata": {"annotations": {names.ANNOTATION_DRAINING: "true" if draining else None}}})
 
 
-async def read_replicas(kube: KubeClient, namespace: str, deployment: str) -> int | None:
+def replicas_of(deployment: dict | None) -> int | None:
     """A Deployment's .spec.replicas, or None when it does not exist (yet)."""
-    current = await kube.get("Deployment", namespace, deployment)
-    return None if current is None else int((current.get("spec") or {}).get("replicas", 1))
+    return None if deployment is None else int((deployment.get("spec") or {}).get("replicas", 1))
+
+
+async def read_replicas(kube: KubeClient, namespace: str, deployment: str) -> int | None:
+    return replicas_of(await kube.get("Deployment", namespace, deployment))
 
 
 async def set_replicas(kube: KubeClient, namespace: str, deployment: str, replicas: int, current: int | None) -> None:

@@ -185,7 +185,11 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     elif live is None and not active:
         message += "; no live stream counts either: holding replicas"
 
-    signals = LiveSignals(now=now, replicas=len(loads), active_streams=live, backlog_chunks=backlog,
+    # The fleet's size is the Deployment's .spec.replicas, as the HPA takes it: the pods
+    # can be fewer (not made yet) or more (a rollout's surge), and holding a count with
+    # surge in it raises the replicas on every tick.
+    fleet = len(loads) if deployment_replicas is None else deployment_replicas
+    signals = LiveSignals(now=now, replicas=fleet, active_streams=live, backlog_chunks=backlog,
                           ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
                           deployment_replicas=deployment_replicas,
                           draining=sum(1 for p in loads if p.draining and p.streams != 0))

@@ -27,7 +27,7 @@ import kopf
 from speechops_contract import api, logs, names
 from speechops import conditions
 from speechops.kube import KubeClient
-from speechops.scaling import actions, controller, metrics, signals
+from speechops.scaling import actions, controller, metrics, rollout, signals
 
 log = logging.getLogger("speechops.scaler")
 
@@ -66,11 +66,39 @@ async def apply(kube: KubeClient, result: controller.TickResult, *, namespace: s
     patch.status.update(controller.status_changes(status, wanted))
     if result.announce:
         kopf.event(body, type="Normal", reason=d.reason, message=result.message)
-    if result.announce or not result.scaling_active:
+    fallback = fallback_change(status.get("conditions"), result)
+    if fallback is not None:
+        kopf.event(body, type=fallback[0], reason=fallback[1], message=result.condition_message[:1000])
+    # One line per decision: a change of replicas, or a fallback that starts or ends (not
+    # every tick it lasts).
+    if result.announce or fallback is not None:
         logs.decision(logger, f"{namespace}/{name}", d.reason, result.message, replicas=f"{d.previous}->{d.replicas}",
                       deployment_replicas=plan.replicas, reserve=d.reserve,
                       live_streams=result.live_streams, scaling_active=result.scaling_active,
                       condition=result.condition_reason, **({"withheld": True} if result.withheld else {}))
+
+
+def fallback_change(before: Any, result: controller.TickResult) -> tuple[str, str] | None:
+    """(Event type, reason) when ScalingActive starts or stops being False, or its reason
+    changes while False; None while it stays as it was."""
+    old = conditions.get_condition(before, conditions.SCALING_ACTIVE)
+    was_active = old is None or old.get("status") == "True"
+    if result.scaling_active:
+        return None if was_active else ("Normal", "ScalingRestored")
+    if was_active or old.get("reason") != result.condition_reason:
+        # No Prometheus configured is a choice, not a failure.
+        return ("Normal" if result.condition_reason == "PrometheusNotConfigured" else "Warning",
+                result.condition_reason)
+    return None
+
+
+async def fleet_pods(kube: KubeClient, namespace: str, pipeline: str, pods: list[dict],
+                     worker: dict | None) -> list[dict]:
+    """The current revision's pods; the ReplicaSets are read only while a rollout mixes two."""
+    if worker is None or not rollout.mixed_revisions(pods):
+        return pods
+    selector = f"{names.LABEL_PIPELINE}={pipeline},{names.LABEL_COMPONENT}=worker"
+    return rollout.current_pods(pods, worker, await kube.list("ReplicaSet", namespace, label_selector=selector))
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
@@ -89,18 +117,22 @@ async def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, 
     try:
         parsed = api.parse_spec(spec)
     except api.SpecError as exc:
-        # The reconciler reports spec errors; the scaler only says it is not acting.
-        patch.status["conditions"] = conditions.set_condition(
+        # The reconciler reports spec errors; the scaler only says it is not acting (once:
+        # an unchanged condition is no write).
+        wanted = conditions.set_condition(
             status.get("conditions"), conditions.SCALING_ACTIVE, False, "InvalidSpec", str(exc)[:500],
             meta.get("generation"))
+        if wanted != (status or {}).get("conditions"):
+            patch.status["conditions"] = wanted
         return
     kube: KubeClient | None = memo.get("kube")
     if kube is None:
         raise kopf.TemporaryError("no Kubernetes client yet: the operator has not logged in", delay=INTERVAL)
     state = controller.state_for(memo, parsed)
-    pods = await list_worker_pods(kube, namespace, name)
+    worker = await kube.get("Deployment", namespace, names.worker_deployment(name))
+    worker_replicas = actions.replicas_of(worker)
+    pods = await fleet_pods(kube, namespace, name, await list_worker_pods(kube, namespace, name), worker)
     streams = await read_streams(pods)
-    worker_replicas = await actions.read_replicas(kube, namespace, names.worker_deployment(name))
     source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
               if parsed.scaling.prometheus_url else None)
     rivals = tuple(deployment_autoscalers.get((namespace, names.worker_deployment(name)), ()))

@@ -7,8 +7,8 @@ Rules, in order:
    at (nearly) full capacity: max(ceil(expected / (streamsPerReplica x targetUtilization)),
    ceil(upper / (streamsPerReplica x 0.9))). The issue's formula, ceil(upper / (streamsPerReplica x
    targetUtilization)), pays for uncertainty twice (the band and the utilization headroom
-   both cover forecast error); in the backtest it cost 1.17-2.7x the oracle's pod-hours for
-   1.4-2x less unserved time. `band_at_full_capacity=False` restores it.
+   both cover forecast error), at a large cost in pod-hours for a little unserved time
+   (docs/benchmarks/). `band_at_full_capacity=False` restores it.
    reactive (or predictive without a forecast): ceil(live / (streamsPerReplica x util)).
 3. never below what live streams and backlog need now; clamped to min/max.
 4. scale up at once; scale down only to the highest recommendation of the last
@@ -17,17 +17,13 @@ Rules, in order:
 5. never more than scaleDownMaxPercent below the highest target of the last
    scaleDownPeriod (the HPA's scale-down policy of type Percent). Traffic that collapses
    within minutes is more often an upstream outage than real quiet, and when it ends every
-   client reconnects at once: on the NASA trace such recoveries were a third of all the
-   unserved stream-minutes, and halving at most per 10 minutes cut that to 0.06x the HPA's
-   for 0.2% more pod-hours. A slow decline (a daily cycle) never reaches the limit.
+   client reconnects at once. A slow decline (a daily cycle) never reaches the limit.
 6. no data at all: hold the current replicas; never scale down (or to zero) on missing data.
 7. warm spares (predictive): of those replicas, only what the next tick needs serves
    (live streams, and the forecast one tick ahead with its band); the rest are drained and
    kept. A drained pod empties as its streams end, so when the fleet shrinks it goes at
    once instead of a stream duration later, and when demand rises it serves again at the
-   next tick. In the backtest this cut pod-hours on all six shared traces (nasa 1.231 ->
-   1.184x the oracle's, azure code 1.625 -> 1.522x) for the same unserved time within a
-   few hundredths.
+   next tick. The backtest reports (docs/benchmarks/) measure what this saves.
 
 Which pods go on scale-down is `plan_replicas`: drain first, remove only when empty.
 """

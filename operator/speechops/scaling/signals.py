@@ -36,6 +36,12 @@ STEP = 60.0                 # history resolution
 MAX_POINTS = 10_000         # Prometheus refuses ranges over 11 000 points; stay under
 
 
+# What a user whose Prometheus URL is wrong (a quickstart's in-cluster address on a
+# cluster without that Prometheus) needs to read in the condition.
+URL_HINT = ("set spec.scaling.prometheusUrl to a Prometheus this operator can reach, or remove it "
+            "to scale on the gateways' own stream counts")
+
+
 class SignalError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -128,7 +134,8 @@ class PrometheusSource:
         except requests.RequestException as exc:
             if "timed out" in str(exc).lower():
                 raise SignalError("PrometheusSlow", f"{what}: no answer from {self.url} within {self.timeout:g}s") from None
-            raise SignalError("PrometheusUnavailable", f"{what}: {self.url} unreachable ({type(exc).__name__})") from None
+            raise SignalError("PrometheusUnavailable", f"{what}: {self.url} unreachable ({type(exc).__name__}); "
+                                                       f"{URL_HINT}") from None
         except PrometheusApiClientException as exc:
             raise SignalError("PrometheusError", f"{what}: {str(exc)[:200]}") from None
         except ValueError as exc:   # a body that is not JSON

@@ -1,7 +1,7 @@
 """Triton over gRPC: the blocking call the packer runs on its threads, and a health probe.
 
 The sync tritonclient is used on a small thread pool: measured here it had better tail
-latency than the aio client (DESIGN.md), and the packed models need no gRPC streaming
+latency than the aio client, and the packed models need no gRPC streaming
 (state is kept by stream id in the model, not by Triton's sequence batcher).
 """
 

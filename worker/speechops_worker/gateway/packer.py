@@ -2,7 +2,7 @@
 
 Why: one gRPC request per 20 ms frame costs ~160-350 us of gateway CPU and ~215 us in
 Triton; packing the rows that arrive within a few milliseconds cuts both 30-100x
-(DESIGN.md, "How data flows"). A part is what one stream contributes: a dict of input
+(docs/architecture.md, "Audio path"). A part is what one stream contributes: a dict of input
 name -> array whose first axis is rows. Parts are concatenated in arrival order (2-D
 float rows of different widths are zero-padded), and each output is sliced back per part.
 

@@ -2,7 +2,7 @@
 
 The `Gateway` object is the only shared state; everything per stream lives in its
 `Session`. WebSockets are served with picows on uvloop: measured here ~10 us of CPU per
-640-byte frame against ~25-30 us for `websockets` (DESIGN.md), and the gateway's frame
+640-byte frame against ~25-30 us for `websockets`, and the gateway's frame
 budget is what decides how many streams a pod holds.
 """
 
