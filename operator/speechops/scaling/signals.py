@@ -38,8 +38,7 @@ MAX_POINTS = 10_000         # Prometheus refuses ranges over 11 000 points; stay
 
 # What a user whose Prometheus URL is wrong (a quickstart's in-cluster address on a
 # cluster without that Prometheus) needs to read in the condition.
-URL_HINT = ("set spec.scaling.prometheusUrl to a Prometheus this operator can reach, or remove it "
-            "to scale on the gateways' own stream counts")
+URL_HINT = "set spec.scaling.prometheusUrl to the Prometheus that scrapes this pipeline's gateways"
 
 
 class SignalError(Exception):
