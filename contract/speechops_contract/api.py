@@ -84,7 +84,9 @@ class ModelRepository:
 
 @dataclass(frozen=True)
 class Worker:
-    triton_image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
+    # The worker image is Triton plus every package the models import; a stock Triton
+    # image cannot load them.
+    triton_image: str = "ghcr.io/speechops/worker:0.1.0"
     gateway_image: str = "ghcr.io/speechops/worker:0.1.0"
     model_repository: ModelRepository = ModelRepository()
     gpus_per_pod: int = 1
