@@ -15,9 +15,14 @@ Every control tick the gateway feeds `Admission.update` what it measured over th
   more than it can serve; capacity drops to the streams it holds, scaled by how far over.
 - **queue wait** in the gateway (p90, VAD and utterance models): above half the target,
   no more streams.
-- Until the utterance models have shown load, capacity grows from the streams held by
-  half again per tick (at least `SLOW_START` streams): a burst into a fresh replica is
-  admitted in steps the measurements can follow, not all at once.
+- Capacity rises at most by an eighth (at least one stream) per second, from
+  `SLOW_START` on a fresh replica, and falls at once: a stream's cost shows only seconds
+  after it is admitted (its first partials, then its finals), so a burst is admitted in
+  steps the measurements can follow, and an overestimate is caught before it is filled.
+
+The target is the user's: last speech audio -> final. The gateway measures from the
+moment VAD decided speech ended, which comes `silence_s` later (the VAD's
+min_silence_chunks), so that much of the target is spent before its clock starts.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from dataclasses import dataclass
 UTILISATION_CEILING = 0.8     # busier than this, an utterance model's queue (and latency) grows fast
 MEASURABLE = 0.05             # below this utilisation the cost per stream is noise
 SLOW_START = 4
+GROWTH_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
 class Load:
     """What one pipeline's streams measured over the horizon (None: nothing to measure)."""
+    now: float                    # monotonic seconds
     streams: int                  # open streams of this pipeline
     model_streams: int            # open streams of every pipeline sharing its utterance models
     utilisation: float | None     # the busiest utterance model's busy share, 0..1
@@ -41,13 +48,15 @@ class Load:
 
 
 class Admission:
-    def __init__(self, target_s: float, hard_cap: int, utterance_models: bool):
+    def __init__(self, target_s: float, hard_cap: int, utterance_models: bool, silence_s: float = 0.0):
         self.target_s = target_s
+        self.budget_s = max(target_s - silence_s, target_s / 4)   # what the gateway's own clock may spend
         self.hard_cap = hard_cap
         self.utterance_models = utterance_models
-        self.capacity = hard_cap if not utterance_models else SLOW_START
-        self.reason = "slow start" if utterance_models else "streamsPerReplica"
+        self.capacity = hard_cap if not utterance_models else min(SLOW_START, hard_cap)
+        self.reason = "a fresh replica" if utterance_models else "streamsPerReplica"
         self._known: int | None = None      # the last capacity the utilisation measured
+        self._grown_at = -float("inf")
 
     def admits(self, streams: int) -> bool:
         return streams < min(self.capacity, self.hard_cap)
@@ -59,17 +68,23 @@ class Admission:
             u = load.utilisation
             if u is not None and u >= MEASURABLE and load.model_streams > 0:
                 per_stream = u / load.model_streams
-                self._known = n + math.floor((UTILISATION_CEILING - u) / per_stream)
-                cap, reason = min(cap, max(self._known, 0)), f"utilisation {u:.0%}"
+                self._known = max(n + math.floor((UTILISATION_CEILING - u) / per_stream), 0)
+                reason = f"utilisation {u:.0%} with {load.model_streams} streams"
             else:
-                grown = max(n + max(SLOW_START, n // 2), self.capacity if self._known is None else self._known)
-                if grown < cap:
-                    cap, reason = grown, "slow start" if self._known is None else "last measured"
-        if load.final_p90 is not None and load.final_p90 > self.target_s:
-            over = max(1, math.floor(n * self.target_s / load.final_p90))
+                reason = "models idle: the last measurement" if self._known is not None else "a fresh replica"
+            estimate = self.hard_cap if self._known is None else self._known
+            if estimate > self.capacity:       # rise slowly: a new stream's cost shows seconds later
+                if load.now - self._grown_at < GROWTH_EVERY_S:
+                    estimate = self.capacity
+                else:
+                    estimate = min(estimate, self.capacity + max(1, self.capacity // 8))
+                    self._grown_at = load.now
+            cap = min(cap, estimate)
+        if load.final_p90 is not None and load.final_p90 > self.budget_s:
+            over = max(1, math.floor(n * self.budget_s / load.final_p90))
             if over < cap:
-                cap, reason = over, f"final p90 {load.final_p90:.2f}s over the {self.target_s:g}s target"
-        if load.wait_p90 is not None and load.wait_p90 > self.target_s / 2 and n < cap:
+                cap, reason = over, f"final p90 {load.final_p90:.2f}s + end-of-speech wait over the {self.target_s:g}s target"
+        if load.wait_p90 is not None and load.wait_p90 > self.budget_s / 2 and n < cap:
             cap, reason = n, f"queue wait p90 {load.wait_p90:.2f}s"
         self.capacity, self.reason = cap, reason
         return cap

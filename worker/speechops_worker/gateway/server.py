@@ -28,7 +28,7 @@ from picows import WSUpgradeRequest, ws_create_server
 
 from speechops_contract import names
 from speechops_contract.api import PipelineSpec
-from speechops_contract.catalog import MODELS
+from speechops_contract.catalog import MODELS, SAMPLE_RATE, VAD_CHUNK
 from speechops_contract.profiles import profile as profile_of
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.admin import AdminHooks, AdminServer
@@ -88,8 +88,9 @@ class Gateway:
         self.sessions: set[Session] = set()              # started streams
         self.connections: set = set()                    # protocol connections, started or not
         self.active: Tally[str] = Tally()
+        silence_s = config.vad.min_silence_chunks * VAD_CHUNK / SAMPLE_RATE
         self.admission = {name: Admission(profile_of(p.spec.profile).final_latency_target_s, self._hard_cap(name),
-                                          utterance_models=any(s for w in p.waves for s in w))
+                                          utterance_models=any(s for w in p.waves for s in w), silence_s=silence_s)
                           for name, p in self.plans.items()}
         self._busy: dict[str, deque[tuple[float, float]]] = {}   # model -> (time, busy seconds) samples
         self.degrader = Degrader(config)
@@ -334,7 +335,7 @@ class Gateway:
             sharing = sum(n for q, n in self.active.items() if busiest in self.plans[q].models)
             finals = [s for t, s in self.metrics.pipeline(name).recent_finals if t > now - horizon]
             waits = [w for m in p.models if (w := self.packers[m].recent_wait(self.config.load_horizon_s)) is not None]
-            load = Load(streams=self.active[name], model_streams=sharing, utilisation=utilisation.get(busiest),
+            load = Load(now=now, streams=self.active[name], model_streams=sharing, utilisation=utilisation.get(busiest),
                         final_p90=float(np.quantile(finals, 0.9)) if finals else None,
                         wait_p90=max(waits) if waits else None)
             capacity = self.admission[name].update(load)
