@@ -42,6 +42,7 @@ from speechops_worker.gateway.session import Limits, Session, SessionHost
 log = logging.getLogger("speechops.gateway")
 
 STREAM_PATH = "/v1/stream"
+MAX_WS_FRAME = 1 << 20
 
 
 @dataclass
@@ -125,7 +126,9 @@ class Gateway:
                 prepare=pcm16_to_float if vad else None)
         self._server = await ws_create_server(
             self._listener_for, self.config.host, self.config.port,
-            max_frame_size=max(self.config.max_frame_bytes * 2, 65536), websocket_handshake_timeout=5)
+            # Frames over max_frame_bytes get an `error` event from the protocol; only past
+            # this much (read into memory first) can picows do no more than close with 1009.
+            max_frame_size=MAX_WS_FRAME, websocket_handshake_timeout=5)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.admin_port is not None:
             self._admin = AdminServer(AdminHooks(
@@ -254,7 +257,7 @@ class Gateway:
         self.active[pipeline] += 1
 
     def refused(self, pipeline: str | None, reason: str) -> None:
-        self.metrics.rejected.labels(self.config.namespace, pipeline or "", reason).inc()
+        self.metrics.pipeline(pipeline or self.default_pipeline or "").rejected(reason)
 
     def _forget(self, session: Session) -> None:
         if session in self.sessions:
