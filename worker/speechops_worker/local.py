@@ -86,6 +86,17 @@ def _progress(message: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
+def local_parameters(spec: PipelineSpec) -> dict[str, dict[str, str]]:
+    """config.pbtxt parameters per model, as the operator sets them. A Whisper model from
+    a PVC or an image exists only in a cluster; here it must be a local `whisper.path`."""
+    from speechops_contract.model_config import pipeline_parameters
+    for i, stage in enumerate(spec.stages):
+        if stage.whisper is not None and (stage.whisper.pvc_claim_name or stage.whisper.image):
+            raise UpError(f"spec.stages[{i}].whisper: pvc and image sources need a cluster; "
+                          "for speechops up set whisper.path to a local CTranslate2 Whisper directory")
+    return pipeline_parameters(spec.stages)
+
+
 @contextmanager
 def local_triton(name: str, spec: PipelineSpec, progress=_progress) -> Iterator[Any]:
     """The real tritonserver with the models this pipeline needs, on free ports."""
