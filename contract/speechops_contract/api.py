@@ -331,22 +331,20 @@ def _read_whisper(r: _Reader, item: Mapping, path: str, model: str | None) -> Wh
     pvc = r.mapping(raw.get("pvc"), f"{path}.pvc")
     img = r.mapping(raw.get("image"), f"{path}.image")
     local = r.string(raw, "path", path, None)
-    if sum(bool(x) for x in (pvc, img, local)) > 1:
+    if sum(raw.get(key) is not None for key in ("pvc", "image", "path")) > 1:
         r.fail(path, "set one of pvc, image or path, not several")
-    if pvc and not pvc.get("claimName"):
+    if raw.get("pvc") is not None and not pvc.get("claimName"):
         r.fail(f"{path}.pvc.claimName", "is required")
-    if img and not img.get("image"):
+    if raw.get("image") is not None and not img.get("image"):
         r.fail(f"{path}.image.image", "is required")
     for key, value in (("path", local), ("image.path", img.get("path"))):
         if value is not None and not str(value).startswith("/"):
             r.fail(f"{path}.{key}", f"must be an absolute path, got {value!r}")
-    language = r.string(raw, "language", path, "") or ""
-    if language and not _LANGUAGE_RE.match(language):
+    language = raw.get("language") or ""      # empty: detect per utterance
+    if language and (not isinstance(language, str) or not _LANGUAGE_RE.match(language)):
         r.fail(f"{path}.language", f"must be a Whisper language code such as en, de, fr, ja (or empty to detect), "
                                    f"got {language!r}")
-    task = r.string(raw, "task", path, "transcribe") or "transcribe"
-    if task not in ("transcribe", "translate"):
-        r.fail(f"{path}.task", f"must be transcribe or translate, got {task!r}")
+    task = r.choice(raw, "task", path, "transcribe", ("transcribe", "translate"))
     return WhisperModel(
         pvc_claim_name=pvc.get("claimName") or None, pvc_sub_path=pvc.get("subPath") or None,
         image=img.get("image") or None, image_path=str(img.get("path", "/model")),

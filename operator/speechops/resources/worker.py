@@ -74,6 +74,7 @@ def worker_spec_json(spec: PipelineSpec) -> str:
                 "name": s.name, "model": s.model, "version": s.version, "dependsOn": list(s.depends_on),
                 **({"fallbackModel": s.fallback_model} if s.fallback_model else {}),
                 "optional": s.optional, "options": dict(s.options),
+                **({"whisper": _whisper_json(s.whisper)} if s.whisper else {}),
             }
             for s in spec.stages
         ],
@@ -88,6 +89,18 @@ def worker_spec_json(spec: PipelineSpec) -> str:
         },
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _whisper_json(whisper) -> dict[str, Any]:
+    doc: dict[str, Any] = {"language": whisper.language, "task": whisper.task}
+    if whisper.pvc_claim_name:
+        doc["pvc"] = {"claimName": whisper.pvc_claim_name,
+                      **({"subPath": whisper.pvc_sub_path} if whisper.pvc_sub_path else {})}
+    if whisper.image:
+        doc["image"] = {"image": whisper.image, "path": whisper.image_path}
+    if whisper.path:
+        doc["path"] = whisper.path
+    return doc
 
 
 def termination_grace_seconds(spec: PipelineSpec) -> int:
