@@ -85,19 +85,42 @@ def machine() -> dict[str, str]:
     return facts
 
 
-def render(name: str, output: str, *, title: str = "", argv: list[str] | None = None,
+def _portable(arg: str) -> str:
+    """A path argument as the repository sees it: relative inside it, only its name
+    outside it (a report never points at a file outside the repository)."""
+    head, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if os.path.isabs(value):
+        path = Path(value)
+        value = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else f".../{path.name}"
+    return f"{head}{sep}{value}"
+
+
+def describe(doc: str | None) -> tuple[str, str]:
+    """A benchmark's docstring -> (title: its first sentence, summary: its first paragraph)."""
+    summary = " ".join((doc or "").strip().split("\n\n")[0].split())
+    title = summary
+    for stop in (": ", ". "):
+        cut = title.find(stop)
+        if 20 <= cut:
+            title = title[:cut]
+    return title.rstrip("."), summary
+
+
+def render(name: str, output: str, *, title: str = "", summary: str = "", argv: list[str] | None = None,
            facts: dict[str, str] | None = None, when: dt.datetime | None = None,
            seconds: float | None = None) -> str:
     """The report's Markdown text."""
     when = when or dt.datetime.now(dt.timezone.utc)
-    argv = list(sys.argv if argv is None else argv)
+    argv = [_portable(a) for a in (sys.argv if argv is None else argv)]
     if argv and argv[0].endswith(".py"):
         argv[0] = f"benchmarks/{Path(argv[0]).name}"
-    lines = [f"# {name}: {title}" if title else f"# {name}", "",
-             f"Measured {when:%Y-%m-%d %H:%M} UTC" + (f", {seconds:.0f} s." if seconds is not None else "."),
-             "Written by the benchmark itself (`benchmarks/report.py`); the figures are as printed.", "",
-             "```", "python3 " + shlex.join(argv), "```", "",
-             "| machine | |", "|---|---|"]
+    lines = [f"# {name}: {title}" if title else f"# {name}", ""]
+    if summary and summary.rstrip(".") != title:
+        lines += [summary, ""]
+    lines += [f"Measured {when:%Y-%m-%d %H:%M} UTC" + (f", {seconds:.0f} s." if seconds is not None else "."),
+              "Written by the benchmark itself (`benchmarks/report.py`); the figures are as printed.", "",
+              "```", "python3 " + shlex.join(argv), "```", "",
+              "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in (facts if facts is not None else machine()).items()]
     lines += ["", "```", output.rstrip("\n"), "```", ""]
     return "\n".join(lines)
@@ -117,7 +140,7 @@ def write(name: str, output: str, *, directory: Path | None = None, when: dt.dat
 def run_and_report(name: str, main: Callable[..., int | None], *args) -> int:
     """Runs a benchmark's main(*args), echoing its output, and writes the report if it returns 0."""
     module = sys.modules.get(getattr(main, "__module__", ""), None)
-    title = ((getattr(module, "__doc__", None) or "").strip().split("\n\n")[0]).replace("\n", " ")
+    title, summary = describe(getattr(module, "__doc__", None))
     facts = machine()
     started = dt.datetime.now(dt.timezone.utc)
     tee = _Tee(sys.stdout)
@@ -128,6 +151,7 @@ def run_and_report(name: str, main: Callable[..., int | None], *args) -> int:
         sys.stdout = tee.stream
     if rc == 0 and os.environ.get("SPEECHOPS_REPORT", "1") != "0":
         seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
-        path = write(name, tee.copy.getvalue(), when=started, title=title, facts=facts, seconds=seconds)
+        path = write(name, tee.copy.getvalue(), when=started, title=title, summary=summary, facts=facts,
+                     seconds=seconds)
         print(f"report: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
     return rc

@@ -91,8 +91,8 @@ MODELS: dict[str, ModelSpec] = {
         batching="packed",
         description="Lighter fallback for whisper_asr: greedy decoding, used under overload",
         code="whisper_asr",
-        # Greedy and a shorter output: WER 0.108 against whisper_asr's 0.079 on the 12
-        # espeak sentences of the tests, at a lower cost per utterance.
+        # Greedy and a shorter output: a little less accurate than whisper_asr, at a lower
+        # cost per utterance (docs/benchmarks/models-2026-11-25.md).
         parameters={"beam_size": "1", "max_new_tokens": "96", "prompt_tokens": "48"},
     ),
     "audio_stats": ModelSpec(

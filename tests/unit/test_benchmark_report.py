@@ -27,15 +27,17 @@ def _benchmark(rc: int):
 
 def test_a_script_run_writes_its_dated_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPEECHOPS_REPORT_DIR", str(tmp_path))
-    monkeypatch.setattr(sys, "argv", ["/x/benchmarks/fake.py", "--quick"])
+    monkeypatch.setattr(sys, "argv", ["/x/benchmarks/fake.py", "--quick", "--traces=/data/traces",
+                                      str(REPO / "docs" / "x.csv")])
     assert report.run_and_report("fake", _benchmark(0), 32) == 0
     assert "| 32 | 12 ms |" in capsys.readouterr().out  # still printed as before
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     [path] = tmp_path.iterdir()
     assert path.name == f"fake-{today}.md"
     text = path.read_text()
-    assert text.startswith("# fake: Fake benchmark: prints a table.\n")
-    assert "python3 benchmarks/fake.py --quick" in text
+    assert text.startswith("# fake: Fake benchmark: prints a table\n\nMeasured ")
+    # Paths outside the repository keep only their name; inside it, relative.
+    assert "python3 benchmarks/fake.py --quick --traces=.../traces docs/x.csv" in text
     assert "| cores |" in text and "| python |" in text
     assert "| streams | p99 |\n| 32 | 12 ms |\n```" in text
 
@@ -53,3 +55,9 @@ def test_render_names_the_machine_and_the_date():
     when = dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.timezone.utc)
     text = report.render("backtest", "table", argv=["benchmarks/backtest.py"], facts={"cores": "2"}, when=when)
     assert "Measured 2026-12-03 09:30 UTC" in text and "| cores | 2 |" in text
+
+
+def test_the_title_is_the_docstrings_first_sentence():
+    doc = "Backtest every trace and print the table\nagainst the targets. More.\n\nDetails."
+    assert report.describe(doc) == ("Backtest every trace and print the table against the targets",
+                                    "Backtest every trace and print the table against the targets. More.")

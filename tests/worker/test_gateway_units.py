@@ -14,9 +14,10 @@ from speechops_contract.api import SpecError, parse_spec
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.packer import Packer, concat_parts, split_outputs
-from speechops_worker.gateway.pipeline import plan
+from speechops_worker.gateway.pipeline import plan, run_stages
 from speechops_worker.gateway.segmenter import Segmenter, VadParams
-from speechops_worker.gateway.server import GatewayConfig, decide_level
+from speechops_worker.gateway.degrade import decide_level
+from speechops_worker.gateway.server import GatewayConfig
 from speechops_worker.gateway.transcript import extend_committed, final_text, word_error_rate, words
 
 PIPELINES = {"default": object()}
@@ -226,3 +227,68 @@ def test_pipelines_the_gateway_cannot_serve_are_refused_with_the_field(stages, f
     with pytest.raises(SpecError) as err:
         plan("p", parse_spec({"stages": stages}))
     assert field in [f for f, _ in err.value.problems]
+
+
+def test_stages_without_a_declared_dependency_run_beside_asr_not_after_it():
+    """The examples' `levels` names no dependency: it runs in asr's wave, not before it."""
+    spec = parse_spec({"stages": [
+        {"name": "vad", "model": "silero_vad"},
+        {"name": "asr", "model": "whisper_asr", "dependsOn": ["vad"]},
+        {"name": "levels", "model": "audio_stats", "optional": True}]})
+    assert [[s.name for s in w] for w in plan("p", spec).waves] == [["asr", "levels"]]
+
+
+def test_the_stage_dag_starts_each_stage_once_its_dependencies_finished():
+    spec = parse_spec({"stages": [
+        {"name": "asr", "model": "whisper_asr"},
+        {"name": "stats", "model": "audio_stats"},
+        {"name": "after", "model": "audio_stats", "dependsOn": ["stats"]}]})
+    p = plan("p", spec)
+    log = []
+
+    async def run(stage):
+        log.append(("start", stage.name))
+        await asyncio.sleep({"asr": 0.05, "stats": 0.01, "after": 0.01}[stage.name])
+        log.append(("end", stage.name))
+        return {"name": stage.name}
+
+    results = asyncio.run(run_stages(tuple(s for w in p.waves for s in w), run))
+    assert list(results) == ["asr", "stats", "after"]
+    assert log[:2] == [("start", "asr"), ("start", "stats")]             # concurrently
+    assert log.index(("start", "after")) < log.index(("end", "asr"))      # not held back by asr's wave
+    assert log.index(("end", "stats")) < log.index(("start", "after"))
+
+
+# ------------------------------------------------------------------ modules
+
+def test_gateway_modules_import_no_cycle():
+    """Every import between the gateway's modules (TYPE_CHECKING ones too) points one way."""
+    import ast
+    from pathlib import Path
+
+    import speechops_worker.gateway as pkg
+    root = Path(pkg.__file__).parent
+    prefix = "speechops_worker.gateway."
+    edges: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith(prefix):
+                    deps.add(node.module[len(prefix):])
+                elif node.module == prefix[:-1]:
+                    deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name[len(prefix):] for a in node.names if a.name.startswith(prefix))
+        edges[path.stem] = deps - {path.stem}
+    assert {"server", "session", "native", "pipeline", "degrade", "admin"} <= set(edges)
+
+    def visit(module, trail):
+        assert module not in trail, " -> ".join(trail + [module])
+        for dep in edges.get(module, ()):
+            visit(dep, trail + [module])
+
+    for module in edges:
+        visit(module, [])
+    assert "server" not in edges["session"] and "native" not in edges["session"]

@@ -50,18 +50,17 @@ class DecodeOptions:
     # Below this level a row is treated as silence without decoding it.
     min_rms_dbfs: float = -60.0
     # Silence appended to every row. Without it Whisper does not see the audio end and
-    # repeats itself (measured on 12 espeak sentences, beam 2: WER 0.66 with no tail,
-    # 0.26 with 0.5 s, 0.09 with 2 s; padding to 30 s gave 0.12 at 3-4x the cost).
+    # repeats itself; padding to 30 s instead costs several times more
+    # (docs/benchmarks/models-2026-11-25.md).
     tail_silence_s: float = 2.0
     # Each row is padded to its own length plus the tail, rounded up to this step, and only
     # rows of the same padded length share a generate call: a row's words then never depend
     # on the rows packed with it. A coarser step puts more rows in one call (what a GPU
     # wants) and more silence in each (what a CPU pays for); 30 pads every row to Whisper's
-    # own window. Measured here (2 cores, int8): 1 s costs 1.2x the CPU of padding each
-    # call to its longest row, and 0.5 s or 0.1 s cost the same as 1 s.
+    # own window. On CPU a 1 s step costs little more than padding each call to its longest
+    # row (docs/benchmarks/models-2026-11-25.md).
     pad_step_s: float = 1.0
-    # Blocks loops of repeated phrases that survive the tail (0 = off); with it, beam 2
-    # reached WER 0.079 on those sentences, greedy 0.108.
+    # Blocks loops of repeated phrases that survive the tail (0 = off).
     no_repeat_ngram_size: int = 3
     # A new sentence that starts with the text's first two words and matches its start
     # this closely is dropped as a loop (0 = keep every word). On 144 espeak decodes (6

@@ -19,7 +19,9 @@ Client -> gateway
 2. Binary frames of PCM16 audio, any whole number of samples up to 1 s each; 20 ms
    (640 bytes) is typical. Send them in real time or faster (the gateway stops reading
    a client that is too far ahead, TCP then pushes back).
-3. ``{"type": "stop"}``: the audio so far is transcribed, then ``closed`` arrives.
+3. ``{"type": "commit"}`` (optional, any time): the audio sent so far ends the current
+   utterance; its ``final`` (reason ``commit``) follows without waiting for a pause.
+4. ``{"type": "stop"}``: the audio so far is transcribed, then ``closed`` arrives.
 
 Gateway -> client (text frames, one JSON object each)
 ----------------------------------------------------
@@ -35,7 +37,7 @@ audio it covers as ``start_s``/``end_s``, seconds from the stream's first sample
                and the final starts with them); ``unstable``: the rest of the latest
                decode; ``server.latency_ms``: last audio of the partial received -> sent.
 ``final``      ``text`` of one utterance, ``reason`` (end_of_speech, context_window,
-               stop, drain, max_duration, idle_timeout), ``model`` that decoded it,
+               commit, stop, drain, max_duration, idle_timeout), ``model`` that decoded it,
                ``server.latency_ms``: end of speech detected -> sent.
 ``stage``      the result of another stage over the utterance, e.g. ``audio_stats``:
                ``result`` = {"RMS_DBFS", "PEAK", "CLIP_RATIO"}.
@@ -50,4 +52,12 @@ audio it covers as ``start_s``/``end_s``, seconds from the stream's first sample
 Bad input (invalid JSON, unknown pipeline, wrong sample rate or encoding, odd-length or
 oversized frames, audio before ``start``) ends that stream with ``error`` + ``closed``;
 other streams are untouched. A client that stops reading its events is disconnected.
+
+Modules
+=======
+``native`` (this protocol over picows) and other protocols -> ``session`` (one stream's
+state; its interface is in its docstring) -> ``pipeline`` (the stage DAG) -> ``packer``
+(rows of many streams per request) -> ``inference`` (the Triton client). ``server`` holds
+what streams share (admission, drain, background loops), ``degrade`` the overload levels,
+``admin`` the HTTP endpoints, ``metrics`` the series.
 """

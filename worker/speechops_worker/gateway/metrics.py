@@ -42,5 +42,50 @@ class GatewayMetrics:
         self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
         self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
 
+        self._pipelines: dict[str, PipelineMetrics] = {}
+
+    def pipeline(self, name: str) -> PipelineMetrics:
+        """The series of one pipeline, labelled once (a label lookup per frame costs more
+        than the update)."""
+        bound = self._pipelines.get(name)
+        if bound is None:
+            bound = self._pipelines[name] = PipelineMetrics(self, name)
+        return bound
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PipelineMetrics:
+    """What a stream of one pipeline updates: the hooks a session gets."""
+
+    def __init__(self, m: GatewayMetrics, pipeline: str) -> None:
+        lbl = (m.namespace, pipeline)
+        self._m, self._lbl = m, lbl
+        self.frames_in = m.frames.labels(*lbl, "in")
+        self.frames_out = m.frames.labels(*lbl, "out")
+        self.jitter = m.jitter.labels(*lbl)
+        self.partial_latency = m.partial_latency.labels(*lbl)
+        self.final_latency = m.final_latency.labels(*lbl)
+        self.active = m.active_streams.labels(*lbl)
+        self.started = m.streams_started.labels(*lbl)
+        self._stages: dict[str, object] = {}
+
+    def stage_latency(self, stage: str, seconds: float) -> None:
+        hist = self._stages.get(stage)
+        if hist is None:
+            hist = self._stages[stage] = self._m.stage_latency.labels(*self._lbl, stage)
+        hist.observe(seconds)
+
+    def level_moved(self, old: int | None, new: int | None) -> None:
+        """A stream left level `old` (None: it opened) for `new` (None: it closed)."""
+        if old is not None:
+            self._m.degraded.labels(*self._lbl, str(old)).dec()
+        if new is not None:
+            self._m.degraded.labels(*self._lbl, str(new)).inc()
+
+    def dropped(self, reason: str, frames: int = 1) -> None:
+        self._m.dropped.labels(*self._lbl, reason).inc(frames)
+
+    def rejected(self, reason: str) -> None:
+        self._m.rejected.labels(*self._lbl, reason).inc()

@@ -1,8 +1,8 @@
 """Packs rows of many streams into one Triton request per model and pack window.
 
-Why: one gRPC request per 20 ms frame costs ~160-350 us of gateway CPU and ~215 us in
-Triton; packing the rows that arrive within a few milliseconds cuts both 30-100x
-(docs/architecture.md, "Audio path"). A part is what one stream contributes: a dict of input
+Why: one gRPC request per 20 ms frame costs more gateway and Triton CPU than the frame's
+own inference; packing the rows that arrive within a few milliseconds cuts both by an order
+of magnitude or more (docs/benchmarks/gateway-2026-11-25.md; docs/architecture.md, "Audio path"). A part is what one stream contributes: a dict of input
 name -> array whose first axis is rows. Parts are concatenated in arrival order (2-D
 float rows of different widths are zero-padded), and each output is sliced back per part.
 

@@ -70,8 +70,8 @@ def parse_control(text: str) -> dict[str, Any]:
         raise ProtocolError(E_BAD_JSON, f"control message is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         raise ProtocolError(E_BAD_MESSAGE, 'control message must be a JSON object with a string "type"')
-    if doc["type"] not in ("start", "stop"):
-        raise ProtocolError(E_BAD_MESSAGE, f'unknown message type {doc["type"]!r}; expected "start" or "stop"')
+    if doc["type"] not in ("start", "commit", "stop"):
+        raise ProtocolError(E_BAD_MESSAGE, f'unknown message type {doc["type"]!r}; expected "start", "commit" or "stop"')
     return doc
 
 
@@ -131,7 +131,11 @@ def event(kind: str, **fields: Any) -> bytes:
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
-def error_event(code: str, message: str, retry_after_s: float | None = None) -> bytes:
+def error_fields(code: str, message: str, retry_after_s: float | None = None) -> dict[str, Any]:
     if retry_after_s is None:
-        return event("error", code=code, message=message)
-    return event("error", code=code, message=message, retry_after_s=retry_after_s)
+        return {"code": code, "message": message}
+    return {"code": code, "message": message, "retry_after_s": retry_after_s}
+
+
+def error_event(code: str, message: str, retry_after_s: float | None = None) -> bytes:
+    return event("error", **error_fields(code, message, retry_after_s))

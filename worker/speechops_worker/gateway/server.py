@@ -1,8 +1,13 @@
-"""The gateway process: WebSocket server, admission, degradation, drain, admin HTTP.
+"""The gateway process: serves the protocols, admits streams, runs the background loops.
 
-The `Gateway` object is the only shared state; everything per stream lives in its
-`Session`. WebSockets are served with picows on uvloop: measured here ~10 us of CPU per
-640-byte frame against ~25-30 us for `websockets`, and the gateway's frame
+`Gateway` owns what streams share: the pipeline plans, one packer per model (the Triton
+client behind them), the metrics, admission, the degradation level, drain. Each stream's
+state lives in its `Session` (session.py), which sees only a `SessionHost`; the wire
+protocols (native.py for `/v1/stream`) see the gateway as `native.Streams`. Degradation
+rules are in degrade.py, the admin endpoints in admin.py.
+
+WebSockets are served with picows on uvloop, which costs a fraction of the CPU per frame
+that `websockets` does (docs/benchmarks/gateway-2026-11-25.md), and the gateway's frame
 budget is what decides how many streams a pod holds.
 """
 
@@ -13,29 +18,30 @@ import logging
 import math
 import os
 import random
-import socket
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 
-from picows import WSCloseCode, WSListener, WSMsgType, WSUpgradeRequest, ws_create_server
+from picows import WSUpgradeRequest, ws_create_server
 
 from speechops_contract import names
 from speechops_contract.api import PipelineSpec
 from speechops_contract.catalog import MODELS
 from speechops_contract.profiles import profile as profile_of
 from speechops_worker.gateway import protocol as P
+from speechops_worker.gateway.admin import AdminHooks, AdminServer
+from speechops_worker.gateway.degrade import Degrader
 from speechops_worker.gateway.inference import TritonInfer
 from speechops_worker.gateway.metrics import GatewayMetrics
+from speechops_worker.gateway.native import NativeConnection
 from speechops_worker.gateway.packer import Packer, pcm16_to_float
 from speechops_worker.gateway.pipeline import MODEL_KINDS, PipelinePlan, plan
 from speechops_worker.gateway.segmenter import VadParams
-from speechops_worker.gateway.session import Session
+from speechops_worker.gateway.session import Limits, Session, SessionHost
 
 log = logging.getLogger("speechops.gateway")
 
 STREAM_PATH = "/v1/stream"
-MAX_LEVEL = 2
 
 
 @dataclass
@@ -64,101 +70,37 @@ class GatewayConfig:
     infer_timeout_s: float = 10.0
 
 
-def decide_level(level: int, wait: float | None, calm_since: float | None, last_step: float, now: float,
-                 cfg: GatewayConfig) -> tuple[int, float | None, float]:
-    """Degradation level from the longest recent queue wait of a stage (pure).
-
-    Returns (level, calm_since, last_step). One step at a time, down fast (every
-    step_hold_s while overloaded), up slowly (after restore_hold_s of calm)."""
-    if wait is not None and wait > cfg.degrade_after_s:
-        if level < MAX_LEVEL and now - last_step >= cfg.step_hold_s:
-            return level + 1, None, now
-        return level, None, last_step
-    if wait is None or wait < cfg.restore_below_s:
-        calm_since = now if calm_since is None else calm_since
-        if level > 0 and now - calm_since >= cfg.restore_hold_s and now - last_step >= cfg.restore_hold_s:
-            return level - 1, now, now
-        return level, calm_since, last_step
-    return level, None, last_step
-
-
-class _StreamListener(WSListener):
-    """picows callbacks -> the session. Every exception ends only this stream."""
-
-    def __init__(self, gateway: Gateway):
-        self.gw = gateway
-        self.session: Session | None = None
-        self.paused_since: float | None = None
-
-    def on_ws_connected(self, transport) -> None:
-        sock = transport.underlying_transport.get_extra_info("socket")
-        if sock is not None and self.gw.config.socket_send_buffer:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.gw.config.socket_send_buffer)
-        self.session = self.gw.open_session(transport, self)
-
-    def on_ws_frame(self, transport, frame) -> None:
-        s = self.session
-        if s is None or s.closed:
-            return
-        try:
-            if not frame.fin or frame.msg_type == WSMsgType.CONTINUATION:
-                raise P.ProtocolError(P.E_BAD_MESSAGE, "fragmented WebSocket messages are not supported; send whole frames")
-            if frame.msg_type == WSMsgType.BINARY:
-                s.on_audio(frame.get_payload_as_bytes())
-            elif frame.msg_type == WSMsgType.TEXT:
-                try:
-                    text = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    raise P.ProtocolError(P.E_BAD_JSON, "text frame is not valid UTF-8") from None
-                s.on_text(text)
-            elif frame.msg_type == WSMsgType.CLOSE:
-                # The client closed without `stop`: nothing more can be sent to it.
-                s.release()
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-        except P.ProtocolError as exc:
-            s.fail(exc.code, exc.message, retry_after_s=exc.retry_after_s)
-        except Exception:  # a bug must cost one stream, never the gateway
-            log.exception("stream %x failed", s.stream_id)
-            s.fail(P.E_INTERNAL, "the gateway failed on this stream; it was closed, other streams are unaffected")
-
-    def on_ws_disconnected(self, transport) -> None:
-        if self.session is not None and not self.session.closed:
-            log.info("stream %x: client went away mid-stream", self.session.stream_id)
-            self.session.release()
-
-    def pause_writing(self) -> None:
-        self.paused_since = time.monotonic()
-
-    def resume_writing(self) -> None:
-        self.paused_since = None
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig):
         self.config = config
         self.plans: dict[str, PipelinePlan] = {name: plan(name, spec) for name, spec in config.pipelines.items()}
         if config.default_pipeline is None and len(self.plans) == 1:
             config.default_pipeline = next(iter(self.plans))
+        self.default_pipeline = config.default_pipeline
         self.metrics = GatewayMetrics(config.namespace)
         self.packers: dict[str, Packer] = {}
-        self.sessions: dict[Session, _StreamListener] = {}
+        self.sessions: set[Session] = set()              # started streams
+        self.connections: set = set()                    # protocol connections, started or not
         self.active: Tally[str] = Tally()
-        self.level = 0
+        self.degrader = Degrader(config)
         self.draining = False
         self.triton_ready = False
         self.port = 0
         self.admin_port = 0
-        self._calm_since: float | None = None
-        self._last_step = 0.0
+        self.host = SessionHost(submit=self._submit, metrics=self.metrics.pipeline, on_closed=self._forget,
+                                limits=Limits(config.max_frame_bytes, config.max_queued_chunks, config.vad))
+        self.routes = {STREAM_PATH: NativeConnection}    # path -> protocol: a connection class over Streams
         self._id_prefix = random.getrandbits(23) << 40   # two gateways on one Triton never share ids
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
-        self._admin: asyncio.AbstractServer | None = None
+        self._admin: AdminServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._drain_task: asyncio.Task | None = None
         self._shutting_down = False      # a drain for shutdown cannot be taken back
-        self._stage_hist: dict[tuple[str, str], object] = {}
+
+    @property
+    def level(self) -> int:
+        return self.degrader.level
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -186,8 +128,10 @@ class Gateway:
             max_frame_size=max(self.config.max_frame_bytes * 2, 65536), websocket_handshake_timeout=5)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.admin_port is not None:
-            self._admin = await asyncio.start_server(self._admin_conn, self.config.host, self.config.admin_port)
-            self.admin_port = self._admin.sockets[0].getsockname()[1]
+            self._admin = AdminServer(AdminHooks(
+                metrics=self.metrics.render, not_ready=self._not_ready, drain=self._admin_drain,
+                undrain=self.undrain, open_streams=lambda: len(self.sessions)))
+            self.admin_port = await self._admin.start(self.config.host, self.config.admin_port)
         loop = asyncio.get_running_loop()
         self.triton_ready = await loop.run_in_executor(None, infer.ready)
         self._tasks = [loop.create_task(self._control_loop()), loop.create_task(self._sweep_loop()),
@@ -198,11 +142,12 @@ class Gateway:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for session in list(self.sessions):
-            session.fail(P.E_INTERNAL, "the gateway is shutting down")
-        for server in (self._server, self._admin):
-            if server is not None:
-                server.close()
+        for conn in list(self.connections):
+            conn.fail(P.E_INTERNAL, "the gateway is shutting down")
+        if self._server is not None:
+            self._server.close()
+        if self._admin is not None:
+            await self._admin.stop()
         for packer in self.packers.values():
             packer.close()
 
@@ -252,7 +197,7 @@ class Gateway:
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.sessions):
-            session.finish("drain")
+            session.end("drain")
         grace = time.monotonic() + 15.0
         while self.sessions and time.monotonic() < grace:
             await asyncio.sleep(0.05)
@@ -260,18 +205,42 @@ class Gateway:
             session.fail(P.E_DRAINING, "the gateway drained before this stream's results were ready")
         log.info("drained")
 
-    # ---------------------------------------------------------------- sessions
+    def _admin_drain(self) -> int:
+        asyncio.get_running_loop().create_task(self.drain(shutdown=False))
+        return len(self.sessions)
+
+    def _not_ready(self) -> str | None:
+        if self.draining:
+            return "draining"
+        if not self.triton_ready:
+            return "triton not ready"
+        return None
+
+    # ---------------------------------------------------------------- streams (native.Streams)
 
     def _listener_for(self, request: WSUpgradeRequest):
         path = request.path.decode() if isinstance(request.path, bytes) else request.path
-        if path.split("?", 1)[0] != STREAM_PATH:
-            return None
-        return _StreamListener(self)
+        protocol = self.routes.get(path.split("?", 1)[0])
+        return None if protocol is None else protocol(self)
 
-    def open_session(self, transport, listener: _StreamListener) -> Session:
+    def connected(self, conn) -> None:
+        self.connections.add(conn)
+
+    def disconnected(self, conn) -> None:
+        self.connections.discard(conn)
+
+    def open_stream(self, pipeline: str, options: P.StreamOptions, sink, vad: VadParams | None = None) -> Session:
+        """Admits a stream of `pipeline` and starts its session, or raises ProtocolError."""
+        self.admit(pipeline)
         self._next_id += 1
-        session = Session(self, transport, self._id_prefix | self._next_id)
-        self.sessions[session] = listener
+        session = Session(self.host, self._id_prefix | self._next_id, sink)
+        session.pipeline = pipeline
+        self.sessions.add(session)
+        try:
+            session.start(self.plans[pipeline], options, self.level, vad)
+        except BaseException:
+            session.release()
+            raise
         return session
 
     def admit(self, pipeline: str) -> None:
@@ -284,19 +253,16 @@ class Gateway:
                                   f"pipeline {pipeline!r}; retry shortly (the scaler adds replicas)", retry_after_s=2.0)
         self.active[pipeline] += 1
 
-    def forget(self, session: Session) -> None:
-        if self.sessions.pop(session, None) is not None and session.plan is not None:
-            self.active[session.plan.name] -= 1
+    def refused(self, pipeline: str | None, reason: str) -> None:
+        self.metrics.rejected.labels(self.config.namespace, pipeline or "", reason).inc()
 
-    def stage_latency(self, pipeline: str, stage: str, seconds: float) -> None:
-        hist = self._stage_hist.get((pipeline, stage))
-        if hist is None:
-            hist = self._stage_hist[(pipeline, stage)] = self.metrics.stage_latency.labels(
-                self.config.namespace, pipeline, stage)
-        hist.observe(seconds)
+    def _forget(self, session: Session) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.active[session.pipeline] -= 1
 
-    def level_gauge(self, pipeline: str, level: int, delta: int) -> None:
-        self.metrics.degraded.labels(self.config.namespace, pipeline, str(level)).inc(delta)
+    def _submit(self, model: str, part: dict, urgent: bool) -> asyncio.Future:
+        return self.packers[model].submit(part, urgent)
 
     # ---------------------------------------------------------------- background loops
 
@@ -316,36 +282,28 @@ class Gateway:
                 self.metrics.model_backlog.labels(self.config.namespace, model).set(packer.queued_rows)
             backlog = Tally()
             for session in self.sessions:
-                if session.plan is not None:
-                    backlog[session.plan.name] += session.chunks_in - session.chunks_done
+                backlog[session.plan.name] += session.backlog
             for pipeline in self.plans:
                 self.metrics.backlog.labels(self.config.namespace, pipeline).set(backlog[pipeline])
             wait = max(waits) if waits else None
-            level, self._calm_since, self._last_step = decide_level(
-                self.level, wait, self._calm_since, self._last_step, time.monotonic(), self.config)
-            if level != self.level:
-                log.warning("degradation level %d -> %d (stage queue wait p90 %.0f ms)", self.level, level,
+            before = self.level
+            if self.degrader.tick(wait, time.monotonic()):
+                log.warning("degradation level %d -> %d (stage queue wait p90 %.0f ms)", before, self.level,
                             (wait or 0) * 1000)
-                self.level = level
                 for session in list(self.sessions):
-                    session.set_level(level)
+                    session.set_level(self.level)
 
     async def _sweep_loop(self) -> None:
-        """Idle streams, streams that never started, clients that stopped reading."""
+        """Idle streams, connections that never started, clients that stopped reading."""
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
-            for session, listener in list(self.sessions.items()):
-                if session.closed:
-                    continue
+            for conn in list(self.connections):
+                conn.sweep(now)
+            for session in list(self.sessions):
                 session.flush_counters()
-                if listener.paused_since is not None and now - listener.paused_since > self.config.slow_client_timeout_s:
-                    session.slow_consumer()
-                elif session.plan is None:
-                    if now - session.last_frame_at > self.config.start_timeout_s:
-                        session.fail(P.E_NOT_STARTED, f"no start message within {self.config.start_timeout_s:g}s")
-                elif not session.stopping and now - session.last_frame_at > session.plan.spec.streams.idle_timeout:
-                    session.finish("idle_timeout")
+                if not session.stopping and now - session.last_frame_at > session.plan.spec.streams.idle_timeout:
+                    session.end("idle_timeout")
 
     async def _health_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -353,45 +311,5 @@ class Gateway:
             await asyncio.sleep(1.0)
             self.triton_ready = await loop.run_in_executor(None, self._infer.ready)
 
-    # ---------------------------------------------------------------- admin HTTP
 
-    async def _admin_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """/metrics, /healthz, /readyz, POST /drain, POST /undrain: a few lines of HTTP/1.1, no framework."""
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            path = target.split("?", 1)[0]
-            status, ctype, body = 404, "text/plain", b"not found\n"
-            if method == "GET" and path == "/metrics":
-                status, ctype, body = 200, "text/plain; version=0.0.4", self.metrics.render()
-            elif method == "GET" and path == "/healthz":
-                status, body = 200, b"ok\n"
-            elif method == "GET" and path == "/readyz":
-                if self.draining:
-                    status, body = 503, b"draining\n"
-                elif not self.triton_ready:
-                    status, body = 503, b"triton not ready\n"
-                else:
-                    status, body = 200, b"ready\n"
-            elif method == "POST" and path == "/drain":
-                asyncio.get_running_loop().create_task(self.drain(shutdown=False))
-                status, body = 202, f"draining {len(self.sessions)} open streams\n".encode()
-            elif method == "POST" and path == "/undrain":
-                if self.undrain():
-                    status, body = 200, f"admitting streams ({len(self.sessions)} open)\n".encode()
-                else:
-                    status, body = 409, b"shutting down: cannot undrain\n"
-            elif path in ("/metrics", "/healthz", "/readyz", "/drain", "/undrain"):
-                status, body = 405, b"method not allowed\n"
-            reason = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-                      503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-__all__ = ["Gateway", "GatewayConfig", "STREAM_PATH", "decide_level", "WSCloseCode"]
+__all__ = ["Gateway", "GatewayConfig", "STREAM_PATH"]
