@@ -113,11 +113,15 @@ async def transcribe(url: str, audio: bytes, fmt: str = "pcm", *, api_key: str |
     options: dict[str, Any] = {}
     if url.startswith("wss://"):
         options["ssl"] = ssl.create_default_context(cafile=ca_file)
-    client = AsyncOpenAI(api_key=api_key or "no-key", websocket_base_url=base_url(url), max_retries=0)
+    # The SDK insists on a key; a gateway without keys ignores it, and with no key given
+    # none is sent (an empty Authorization header).
+    client = AsyncOpenAI(api_key=api_key or "none", websocket_base_url=base_url(url), max_retries=0,
+                         default_headers=None if api_key else {"Authorization": ""})
     kind, rate = FORMATS[fmt]
     bytes_per_frame = (rate * frame_ms // 1000) * (2 if kind == "audio/pcm" else 1)
     result = RealtimeResult(audio_s=len(audio) / (2 if kind == "audio/pcm" else 1) / rate)
     t0 = time.perf_counter()
+    started: set[str] = set()
     committed: set[str] = set()
     finished: set[str] = set()
     sent_all = asyncio.Event()
@@ -133,9 +137,9 @@ async def transcribe(url: str, audio: bytes, fmt: str = "pcm", *, api_key: str |
         manager = client.realtime.connect(extra_query={"intent": "transcription"},
                                           websocket_connection_options=options)
         async with manager as conn:
-            await conn.session.update(session=session_config(fmt, turn_detection, model, prompt))
 
             async def send() -> None:
+                await conn.session.update(session=session_config(fmt, turn_detection, model, prompt))
                 start = time.perf_counter()
                 for i, offset in enumerate(range(0, len(audio), bytes_per_frame)):
                     if speed > 0:
@@ -150,6 +154,8 @@ async def transcribe(url: str, audio: bytes, fmt: str = "pcm", *, api_key: str |
                     await conn.input_audio_buffer.commit()
                 sent_all.set()
 
+            # Sending and receiving apart: a gateway that refuses the session closes it, and
+            # its `error` is still there to read when a send has already failed.
             sender = asyncio.get_running_loop().create_task(send())
             deadline = time.monotonic() + timeout_s
             try:
@@ -157,11 +163,12 @@ async def transcribe(url: str, audio: bytes, fmt: str = "pcm", *, api_key: str |
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise asyncio.TimeoutError()
-                    raw = await asyncio.wait_for(conn.recv_bytes(), left)
-                    doc = json.loads(raw)
+                    doc = json.loads(await asyncio.wait_for(conn.recv_bytes(), left))
                     note(doc)
                     kind_ = doc["type"]
-                    if kind_ == "input_audio_buffer.committed":
+                    if kind_ == "input_audio_buffer.speech_started":
+                        started.add(doc["item_id"])
+                    elif kind_ == "input_audio_buffer.committed":
                         committed.add(doc["item_id"])
                         if sent_all.is_set():
                             commit_answered.set()
@@ -174,10 +181,11 @@ async def transcribe(url: str, audio: bytes, fmt: str = "pcm", *, api_key: str |
                         elif doc["error"]["code"] != "unsupported_event":
                             break          # the gateway ends the session after any other error
                     if (sent_all.is_set() and (commit_answered.is_set() or not commit)
-                            and committed <= finished):
+                            and started <= committed and committed <= finished):
                         break
             finally:
                 sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
     except (ClientError, asyncio.TimeoutError):
         raise
     except Exception as exc:        # the SDK's and websockets' own: connection refused, TLS, closed early

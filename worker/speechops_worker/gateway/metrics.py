@@ -39,6 +39,9 @@ class GatewayMetrics:
                                 buckets=_JITTER_BUCKETS, registry=r)
         self.dropped = Counter(names.M_DROPPED_FRAMES.removesuffix("_total"), "Frames or events dropped", base + ["reason"], registry=r)
         self.rejected = Counter(names.M_REJECTED_STREAMS.removesuffix("_total"), "Streams refused or failed", base + ["reason"], registry=r)
+        self.auth_refused = Counter(names.M_AUTH_REFUSED.removesuffix("_total"),
+                                    "Connections refused for a missing or wrong API key", ["namespace", "reason"],
+                                    registry=r)
         self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
         self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
 

@@ -33,27 +33,28 @@ MAX_APPEND_S = 15.0        # audio in one append: more is refused (audio_too_lar
 # Why a session ended, as the protocol's error codes: a client learns why the socket closed.
 END_CODES = {"drain": P.E_DRAINING, "idle_timeout": "idle_timeout", "max_duration": "max_duration"}
 RETRY_AFTER = {"drain": 1.0}
+SERVER_CODES = {P.E_OVER_CAPACITY, P.E_DRAINING, P.E_TRITON, P.E_INTERNAL, P.E_SLOW_CONSUMER}
 
 
 class RealtimeConnection(WSListener):
-    def __init__(self, streams, query: str = "", auth_refusal: tuple[str, str] | None = None):
+    auth_refusal: tuple[str, str] | None = None    # (code, message): refused before any event
+    query = ""                                     # the URL's query string
+
+    def __init__(self, streams):
         self.streams = streams
         self.transport = None
         self.session: Session | None = None
         self.done = False
         self.connected_at = time.monotonic()
         self.paused_since: float | None = None
-        self.auth_refusal = auth_refusal
-        q = parse_qs(query)
-        self.query_model = (q.get("model") or [None])[0]
-        self.intent = (q.get("intent") or [None])[0]
+        self.query_model: str | None = None
         self.config = R.default_config(streams.config.vad)
         self.decoder: Decoder | None = None
         self.items = R.Items("")
         self.item_of: dict[int, str] = {}      # utterance index -> item id
         self.sent_text: dict[int, str] = {}    # utterance index -> stable text sent as deltas
         self.committed_items: set[int] = set()
-        self.pending_bytes = 0                 # audio appended since the last turn ended
+        self.pending_bytes = 0                 # audio appended since the last commit or clear
         self.session_id = ""
         self.model = ""
         self._send_limit = streams.config.send_buffer_limit
@@ -69,23 +70,25 @@ class RealtimeConnection(WSListener):
         self.streams.connected(self)
         self.session_id = f"sess_{id(self):x}"
         self.items = R.Items(self.session_id[5:])
+        query = parse_qs(self.query)
+        self.query_model = (query.get("model") or [None])[0]
+        intent = (query.get("intent") or [None])[0]
         try:
             if self.auth_refusal is not None:
                 code, message = self.auth_refusal
-                raise R.RealtimeError(code, message, kind="authentication_error")
-            if self.intent not in (None, "transcription"):
-                raise R.RealtimeError(R.E_SESSION_TYPE, f"intent {self.intent!r} is not served: speechops "
+                raise R.RealtimeError(code, message, kind="invalid_request_error")
+            if intent not in (None, "transcription"):
+                raise R.RealtimeError(R.E_SESSION_TYPE, f"intent {intent[:64]!r} is not served: speechops "
                                       "transcribes (connect with ?intent=transcription)", param="intent")
-            pipeline = R.pipeline_for(self.config, self.query_model, self.streams.plans, self.streams.default_pipeline) \
-                if (self.query_model in self.streams.plans or self.streams.default_pipeline) else None
-            if pipeline is not None:
-                self.streams.admissible(pipeline)      # full or draining: say so before any audio
-                self.model = pipeline
+            if self.query_model in self.streams.plans or self.streams.default_pipeline:
+                self.model = R.pipeline_for(self.config, self.query_model, self.streams.plans,
+                                            self.streams.default_pipeline)
+                self.streams.admissible(self.model)    # full or draining: say so before any audio
             self._send(R.session_event("created", self.config, self.session_id, self.model or "auto"))
         except R.RealtimeError as exc:
-            self.fail(exc)
+            self._fail(exc)
         except P.ProtocolError as exc:
-            self.fail(R.RealtimeError(exc.code, exc.message, retry_after_s=exc.retry_after_s, kind="server_error"))
+            self.fail(exc.code, exc.message, exc.retry_after_s)
 
     def on_ws_frame(self, transport, frame) -> None:
         if self.done:
@@ -106,16 +109,14 @@ class RealtimeConnection(WSListener):
                 transport.disconnect()
         except R.RealtimeError as exc:
             if exc.fatal:
-                self.fail(exc)
+                self._fail(exc)
             else:
                 self._send(R.error_event(exc))
         except P.ProtocolError as exc:
-            self.fail(R.RealtimeError(exc.code, exc.message, retry_after_s=exc.retry_after_s,
-                                      kind="server_error" if exc.retry_after_s else "invalid_request_error"))
+            self.fail(exc.code, exc.message, exc.retry_after_s)
         except Exception:  # a bug must cost one stream, never the gateway
             log.exception("realtime stream %s failed", self.session_id)
-            self.fail(R.RealtimeError(P.E_INTERNAL, "the gateway failed on this stream; it was closed, other streams "
-                                      "are unaffected", kind="server_error"))
+            self.fail(P.E_INTERNAL, "the gateway failed on this stream; it was closed, other streams are unaffected")
 
     def on_ws_disconnected(self, transport) -> None:
         self.done = True
@@ -160,6 +161,9 @@ class RealtimeConnection(WSListener):
             if self.session is not None:
                 self._flush_decoder(discard=True)
                 self.session.clear()
+                for u in [u for u in self.item_of if u not in self.committed_items]:
+                    del self.item_of[u]          # its turn is gone: no item for it
+                    self.sent_text.pop(u, None)
             self.pending_bytes = 0
             self._send(R.cleared())
 
@@ -201,8 +205,8 @@ class RealtimeConnection(WSListener):
         td = self.config.turn_detection
         vad = R.vad_params(td, self.streams.config.vad) if td is not None else None
         options = P.StreamOptions(prompt=self.config.prompt)
-        self.decoder = Decoder(self.config.format)
         self.session = self.streams.open_stream(pipeline, options, self, vad, manual_turns=td is None)
+        self.decoder = Decoder(self.config.format)
 
     # ---------------------------------------------------------------- session events (Sink)
 
@@ -254,7 +258,6 @@ class RealtimeConnection(WSListener):
             if self.config.turn_detection is not None:
                 self._send(R.speech_stopped(item, int(d["end_s"] * 1000)))
             self._commit_item(u)
-            self.pending_bytes = 0
             if d.get("discarded"):      # too short to be speech: the turn is empty
                 self._send(R.transcription_completed(item, "", d["end_s"] - d["start_s"]))
                 self.item_of.pop(u, None)
@@ -287,7 +290,12 @@ class RealtimeConnection(WSListener):
 
     # ---------------------------------------------------------------- ending
 
-    def fail(self, err: R.RealtimeError) -> None:
+    def fail(self, code: str, message: str, retry_after_s: float | None = None) -> None:
+        """Ends the stream with `error` and a close (the gateway's and the sessions' way to end it)."""
+        self._fail(R.RealtimeError(code, message, retry_after_s=retry_after_s,
+                                   kind="server_error" if code in SERVER_CODES else "invalid_request_error"))
+
+    def _fail(self, err: R.RealtimeError) -> None:
         if self.done:
             return
         if self.session is not None and not self.session.closed:
@@ -303,14 +311,15 @@ class RealtimeConnection(WSListener):
             return
         if self.paused_since is not None and now - self.paused_since > self.streams.config.slow_client_timeout_s:
             self._cut_off()
-        elif self.session is None and self.model and now - self.connected_at > self._idle_limit():
-            self.fail(R.RealtimeError("idle_timeout", f"no audio within {self._idle_limit():g}s of connecting",
-                                      kind="invalid_request_error"))
+        elif self.session is None and now - self.connected_at > self._idle_limit():
+            self.fail("idle_timeout", f"no audio within {self._idle_limit():g}s of connecting")
 
     def _idle_limit(self) -> float:
         # A realtime app often connects before its user speaks: the pipeline's idle
         # timeout, not the native protocol's start timeout, bounds the wait for audio.
-        return self.streams.plans[self.model].spec.streams.idle_timeout
+        if self.model in self.streams.plans:
+            return self.streams.plans[self.model].spec.streams.idle_timeout
+        return self.streams.config.start_timeout_s
 
     def _cut_off(self) -> None:
         log.warning("realtime stream %s: client is not reading its events; closing it", self.session_id)
