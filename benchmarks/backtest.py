@@ -23,15 +23,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
-from speechops.scaling import simulate  # noqa: E402
-from speechops.scaling.plot import require_matplotlib  # noqa: E402
+from speechops.scaling.backtest import options, plot, run, trace  # noqa: E402
+from speechops.scaling.backtest import report as scores  # noqa: E402  (benchmarks/report.py is `report`)
+
 
 
 def run_one(path: str, plots: str | None, durations: str) -> dict:
     started = time.monotonic()
-    report = simulate.backtest(simulate.load_trace(path), simulate.Options(durations=durations))
+    report = run.backtest(trace.load_trace(path), options.Options(durations=durations))
     if plots:
-        simulate.write_plot(Path(plots) / f"{Path(path).stem}.png", report)
+        plot.write_plot(Path(plots) / f"{Path(path).stem}.png", report)
     report.pop("_series", None)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
@@ -51,7 +52,7 @@ def main() -> int:
         print(f"no traces in {args.traces} (set --traces or SPEECHOPS_TRACES)", file=sys.stderr)
         return 2
     if args.plots:
-        require_matplotlib()
+        plot.require_matplotlib()
         Path(args.plots).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         reports = list(pool.map(run_one, map(str, traces), [args.plots] * len(traces),
@@ -60,7 +61,7 @@ def main() -> int:
         print(json.dumps(reports))
         return 0
     for report in reports:
-        print(simulate.format_table(report) + f"  [{report['seconds']}s]\n")
+        print(scores.format_table(report) + f"  [{report['seconds']}s]\n")
     print(f"{'trace':<40} {'unserved/HPA':>12} {'pod-h/HPA':>10} {'pod-h/oracle':>12} {'perfect/oracle':>14} "
           f"{'HW pod-h/HPA':>12} {'cut':>5}  targets")
     for r in reports:

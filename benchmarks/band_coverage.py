@@ -26,15 +26,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
-from speechops.scaling import simulate  # noqa: E402
+from speechops.scaling.backtest import options, run, trace  # noqa: E402
+from speechops.scaling.backtest import report as scores  # noqa: E402  (benchmarks/report.py is `report`)
 from speechops.scaling.forecast import SeasonalForecaster, band_quantile  # noqa: E402
 
 
 def coverage(path: str, sigmas: float, band: str) -> dict:
     started = time.monotonic()
-    opts = simulate.Options()
-    times, _, demand, score_from = simulate.prepare(simulate.load_trace(path), opts)
-    lead = simulate.policy_config(opts, 1).lead_time
+    opts = options.Options()
+    times, _, demand, score_from = trace.prepare(trace.load_trace(path), opts)
+    lead = run.policy_config(opts, 1).lead_time
     ahead = int(round(lead / opts.tick))
     forecaster = SeasonalForecaster(lead=lead, band_sigmas=sigmas, band=band)
     upper = np.empty(len(demand))
@@ -43,10 +44,10 @@ def coverage(path: str, sigmas: float, band: str) -> dict:
         forecaster.observe(float(t), float(d))
         forecast = forecaster.predict(float(t))
         upper[i], height[i] = forecast.upper, forecast.band / math.sqrt(max(forecast.expected, 1.0))
-    came, top = simulate.band_outcomes(demand, upper, score_from, ahead)
+    came, top = scores.band_outcomes(demand, upper, score_from, ahead)
     short = np.maximum(came - top, 0.0)
     return {"trace": Path(path).stem, "sigmas": sigmas, "band": band, "nominal": band_quantile(sigmas),
-            "covered": simulate.band_coverage(demand, upper, score_from, ahead),
+            "covered": scores.band_coverage(demand, upper, score_from, ahead),
             "height": float(np.mean(height[score_from:])),
             "shortfall": float(short[short > 0].mean()) if (short > 0).any() else 0.0,
             "seconds": round(time.monotonic() - started, 1)}

@@ -23,22 +23,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "contract"), str(REPO / "operator")]
 
-from speechops.scaling import simulate  # noqa: E402
+from speechops.scaling.backtest import baselines, options, run, trace  # noqa: E402
+from speechops.scaling.backtest import report as scores  # noqa: E402  (benchmarks/report.py is `report`)
 
 
 def frontier(path: str, widths: list[float]) -> tuple[str, list[str], list[bool]]:
-    opts = simulate.Options()
-    times, arrivals, demand, score_from = simulate.prepare(simulate.load_trace(path), opts)
-    hpa = simulate.run_hpa(times, arrivals, demand, opts, score_from)
-    oracle = simulate.run_oracle(demand, opts, score_from)
-    ahead = int(round(simulate.policy_config(opts, 1).lead_time / opts.tick))
+    opts = options.Options()
+    times, arrivals, demand, score_from = trace.prepare(trace.load_trace(path), opts)
+    hpa = baselines.run_hpa(times, arrivals, demand, opts, score_from)
+    oracle = baselines.run_oracle(demand, opts, score_from)
+    ahead = int(round(run.policy_config(opts, 1).lead_time / opts.tick))
     cells, held = [], []
     for sigmas in widths:
         run_opts = dataclasses.replace(opts, headroom_sigmas=sigmas)
-        ours = simulate.run_forecast_policy("speechops", "speechops", times, arrivals, demand, run_opts, score_from)
-        ratios, checks = simulate.against_targets(ours, hpa, oracle)
+        ours = run.run_forecast_policy("speechops", "speechops", times, arrivals, demand, run_opts, score_from)
+        ratios, checks = scores.against_targets(ours, hpa, oracle)
         ok = all(checks.values())
-        cover = simulate.band_coverage(demand, ours.upper, score_from, ahead)
+        cover = scores.band_coverage(demand, ours.upper, score_from, ahead)
         cells.append(f"{ratios['unserved_vs_hpa']:.3f}/{ratios['pod_hours_vs_hpa']:.3f}/"
                      f"{ratios['pod_hours_vs_oracle']:.3f} {'ok' if ok else '--'} cov {100 * (cover or 0):4.1f}%")
         held.append(ok)

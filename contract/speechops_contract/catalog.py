@@ -33,7 +33,6 @@ class ModelSpec:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     # "packed": the gateway packs rows itself (max_batch_size 0, no Triton batcher).
-    # "dynamic": Triton's dynamic batcher merges requests (queue delay by profile).
     # "sequence": Triton's sequence batcher with CORRID/START/END/READY controls.
     batching: str
     max_batch_size: int = 0
@@ -78,7 +77,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         outputs=(Tensor("TEXT", "BYTES", (-1,)),),
         batching="packed",
-        description="Whisper tiny.en (CTranslate2) over each row's utterance so far, rows batched into a few generate calls",
+        description="Whisper (CTranslate2, tiny.en by default) over each row's utterance so far, rows encoded together",
     ),
     "whisper_asr_greedy": ModelSpec(
         name="whisper_asr_greedy",
@@ -89,11 +88,11 @@ MODELS: dict[str, ModelSpec] = {
         ),
         outputs=(Tensor("TEXT", "BYTES", (-1,)),),
         batching="packed",
-        description="Lighter fallback for whisper_asr: greedy decoding, used under overload",
+        description="Lighter fallback for whisper_asr, used under overload: a 10 s window, shorter output and prompt",
         code="whisper_asr",
-        # Greedy and a shorter output: a little less accurate than whisper_asr, at a lower
-        # cost per utterance (docs/benchmarks/models-2026-11-25.md).
-        parameters={"beam_size": "1", "max_new_tokens": "96", "prompt_tokens": "48"},
+        # A 10 s window instead of 15: nearly as accurate on the human clips, for less encoder
+        # time (docs/benchmarks/asr-window-2026-12-03.md).
+        parameters={"window_s": "10", "max_new_tokens": "96", "prompt_tokens": "48"},
     ),
     "audio_stats": ModelSpec(
         name="audio_stats",

@@ -1,4 +1,4 @@
-"""Triton model configs (config.pbtxt) per model and latency profile.
+"""Triton model configs (config.pbtxt) per model.
 
 The operator puts these in the pipeline's ConfigMap, `speechops up` writes them into a
 local model repository, and the files checked in under worker/speechops_worker/models/
@@ -8,7 +8,6 @@ are this builder's output for the interactive profile (a test keeps them equal).
 from __future__ import annotations
 
 from speechops_contract.catalog import MODELS, ModelSpec, Tensor
-from speechops_contract.profiles import profile as get_profile
 
 
 # Model configs name a few types differently from the wire protocol (catalog.py uses the latter).
@@ -20,14 +19,16 @@ def _tensor(t: Tensor) -> str:
     return f'  {{ name: "{t.name}" data_type: TYPE_{_CONFIG_TYPE.get(t.dtype, t.dtype)} dims: [ {dims} ] }}'
 
 
-def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,
+def render(model: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,
            idle_timeout_s: float = 30.0, parameters: dict[str, str] | None = None) -> str:
-    """config.pbtxt text for one model under one profile.
+    """config.pbtxt text for one model.
 
     instance_kind: KIND_AUTO lets Triton pick GPU where there is one; the Python
-    backend places the model, so nothing here assumes CPU."""
+    backend places the model, so nothing here assumes CPU. idle_timeout_s: the
+    pipeline's spec.streams.idleTimeout; a stateful model frees a stream's state only
+    after that long without a request, so it never sweeps a stream the gateway still
+    holds open. No model uses Triton's dynamic batching: the gateway packs rows itself."""
     spec: ModelSpec = MODELS[model]
-    tier = get_profile(profile)
     lines = [
         f'name: "{spec.name}"',
         'backend: "python"',
@@ -40,14 +41,7 @@ def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instan
         "]",
         f"instance_group [ {{ count: {instances} kind: {instance_kind} }} ]",
     ]
-    if spec.batching == "dynamic":
-        sizes = ", ".join(str(b) for b in tier.preferred_batch_sizes if b <= spec.max_batch_size)
-        lines.append("dynamic_batching {")
-        if sizes:
-            lines.append(f"  preferred_batch_size: [ {sizes} ]")
-        lines.append(f"  max_queue_delay_microseconds: {tier.max_queue_delay_us}")
-        lines.append("}")
-    elif spec.batching == "sequence":
+    if spec.batching == "sequence":
         idle_us = int(idle_timeout_s * 1_000_000)
         lines += [
             "sequence_batching {",
@@ -61,7 +55,7 @@ def render(model: str, profile: str, *, instance_kind: str = "KIND_AUTO", instan
             "  ]",
             "}",
         ]
-    params = {"profile": tier.name, "idle_timeout_s": f"{idle_timeout_s:g}", **spec.parameters, **(parameters or {})}
+    params = {"idle_timeout_s": f"{idle_timeout_s:g}", **spec.parameters, **(parameters or {})}
     for key in sorted(params):
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{params[key]}" }} }}')
     return "\n".join(lines) + "\n"

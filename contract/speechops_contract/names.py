@@ -57,7 +57,7 @@ M_PARTIAL_LATENCY = "speechops_partial_latency_seconds"      # histogram: audio 
 M_FINAL_LATENCY = "speechops_final_latency_seconds"          # histogram: end of speech -> final sent
 M_JITTER = "speechops_frame_jitter_seconds"                  # histogram: inter-arrival deviation
 M_DROPPED_FRAMES = "speechops_dropped_frames_total"          # counter{reason}
-M_REJECTED_STREAMS = "speechops_rejected_streams_total"      # counter{reason}
+M_REJECTED_STREAMS = "speechops_rejected_streams_total"      # counter{reason, kind}
 M_DEGRADED_STREAMS = "speechops_degraded_streams"            # gauge{level}
 M_DRAINING = "speechops_draining"                            # gauge 0/1
 

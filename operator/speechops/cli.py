@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("speechops.operator_main", "main", "run the operator (kopf) against the current cluster"),
     "plan": ("speechops.plan", "main", "print the manifests a SpeechPipeline would create, or its errors"),
-    "backtest": ("speechops.scaling.backtest_cli", "main", "replay a demand trace through the scaling policies"),
+    "backtest": ("speechops.scaling.backtest.cli", "main", "replay a demand trace through the scaling policies"),
     "up": ("speechops_worker.local", "up_main", "run a pipeline on this machine: tritonserver + gateway"),
     "stream": ("speechops_worker.client", "stream_main", "stream a WAV file to a gateway, print results"),
     "demo": ("speechops_worker.local", "demo_main", "run a local pipeline and stream a sample utterance"),

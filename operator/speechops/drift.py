@@ -78,10 +78,17 @@ def _same_scalar(a: Any, b: Any) -> bool:
     return False
 
 
+def _absent(value: Any) -> bool:
+    """What the API server does not store: a ConfigMap's `data: {}` comes back without
+    `data`, so an empty or null field matches a missing one (or it is patched forever)."""
+    return value is None or value == {} or value == []
+
+
 def is_subset(desired: Any, live: Any) -> bool:
     """Every field in `desired` has the same value in `live` (lists element by element)."""
     if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+        return isinstance(live, Mapping) and all(
+            is_subset(v, live[k]) if k in live else _absent(v) for k, v in desired.items())
     if isinstance(desired, Sequence) and not isinstance(desired, str):
         return (isinstance(live, Sequence) and not isinstance(live, str) and len(desired) == len(live)
                 and all(is_subset(d, v) for d, v in zip(desired, live)))
@@ -108,6 +115,8 @@ def _merge_patch(live: Any, desired: Mapping[str, Any], path: tuple[str, ...],
             sub = _merge_patch(live[key], value, path + (key,), owned)
             if sub:
                 patch[key] = sub
+        elif key not in live and _absent(value):
+            continue
         elif key not in live or not is_subset(value, live[key]) or (
                 isinstance(value, Mapping) != isinstance(live[key], Mapping)):
             patch[key] = value

@@ -24,6 +24,7 @@ import kopf
 
 from speechops_contract import api, logs, names
 from speechops import operator_metrics as metrics
+from speechops import kube
 from speechops.kube import ApiError, KubeClient
 from speechops.reconcile import (Decision, classes_used_by, delete_children, failed_status, failure_message,
                                  pipeline_key, reconcile, write_status)
@@ -90,13 +91,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 @kopf.on.login()
 async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is not None:
-        if memo.get("kube") is None:
-            memo.kube = KubeClient(info)
-        else:
-            await memo.kube.relogin(info)
-    return info
+    return await kube.login(memo, **kwargs)
 
 
 @kopf.on.cleanup()

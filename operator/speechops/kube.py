@@ -37,13 +37,27 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("v1", "configmaps"),
+    "Pod": Kind("v1", "pods"),
     "Service": Kind("v1", "services"),
     "Event": Kind("v1", "events"),
     "Deployment": Kind("apps/v1", "deployments"),
+    "ReplicaSet": Kind("apps/v1", "replicasets"),
     "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
     "PriorityClass": Kind("scheduling.k8s.io/v1", "priorityclasses", namespaced=False),
     api.KIND: Kind(api.API_VERSION, api.PLURAL),
 }
+
+
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The operator's one login (the body of its kopf login handler): kopf's credentials,
+    kept in `memo.kube` as the client every handler uses, renewed in place on relogin."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        if memo.get("kube") is None:
+            memo.kube = KubeClient(info)
+        else:
+            await memo.kube.relogin(info)
+    return info
 
 
 class ApiError(Exception):

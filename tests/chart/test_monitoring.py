@@ -76,9 +76,11 @@ def _inputs() -> list[dict]:
         # "bad" drops 1 % of its frames, "good" none.
         _series(names.M_DROPPED_FRAMES, BAD | {"reason": "backlog_full"}, "0+30x30"),
         _series(names.M_DROPPED_FRAMES, GOOD | {"reason": "backlog_full"}, "0+0x30"),
-        # "bad" turns away 0.1 streams/s.
-        _series(names.M_REJECTED_STREAMS, BAD | {"reason": "no_capacity"}, "0+6x30"),
-        _series(names.M_REJECTED_STREAMS, GOOD | {"reason": "no_capacity"}, "0+0x30"),
+        # "bad" turns away 0.1 streams/s for capacity; "good" refuses 1 stream/s of a buggy
+        # client, which is the client's mistake, not unserved demand.
+        _series(names.M_REJECTED_STREAMS, BAD | {"reason": "over_capacity", "kind": "capacity"}, "0+6x30"),
+        _series(names.M_REJECTED_STREAMS, GOOD | {"reason": "over_capacity", "kind": "capacity"}, "0+0x30"),
+        _series(names.M_REJECTED_STREAMS, GOOD | {"reason": "invalid_json", "kind": "client"}, "0+60x30"),
         # The scaler of "bad" fell back once, ten minutes in.
         _series(names.M_OP_SCALER_FALLBACKS, BAD | {"reason": "PrometheusUnavailable"}, "0x10 1x20"),
         _series(names.M_OP_SCALER_FALLBACKS, GOOD | {"reason": "PrometheusUnavailable"}, "0x30"),

@@ -1,14 +1,15 @@
 """The scaler's kopf handlers plus the login the tests need: `kopf run` loads this file
-against KMock (kopf needs an explicit login handler there)."""
+against KMock with the operator's own login (one client, `memo.kube`)."""
 
 import kopf
 
+from speechops import kube
 from speechops.scaling import handlers  # noqa: F401  (registers the timer)
 
 
 @kopf.on.login()
-def login(**kwargs):
-    return kopf.login_with_kubeconfig(**kwargs)
+async def login(memo, **kwargs):
+    return await kube.login(memo, **kwargs)
 
 
 @kopf.on.startup()

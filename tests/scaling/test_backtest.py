@@ -10,9 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechops.scaling import backtest_cli, simulate
-from speechops.scaling.plot import worst_day
-from speechops.scaling.simulate import Options, TraceError, arrivals_per_tick, concurrency, load_trace
+from speechops.scaling.backtest import cli as backtest_cli
+from speechops.scaling.backtest import report, run
+from speechops.scaling.backtest.fleet import Fleet
+from speechops.scaling.backtest.options import Options
+from speechops.scaling.backtest.plot import worst_day
+from speechops.scaling.backtest.trace import (Lifetimes, TraceError, arrivals_per_tick, concurrency, load_trace,
+                                              prepare)
 
 REPO = Path(__file__).resolve().parents[2]
 TRACES = Path(os.environ.get("SPEECHOPS_TRACES", REPO.parent / "shared" / "traces"))
@@ -70,27 +74,27 @@ def test_littles_law_concurrency():
 def test_band_coverage_scores_each_forecast_against_the_demand_it_was_for():
     demand = np.array([10.0, 10, 12, 20, 11, 9])
     upper = np.array([13.0, 13, 13, 13, 13, 13])    # made at tick i for tick i + 2
-    assert simulate.band_coverage(demand, upper, score_from=1, ahead=2) == pytest.approx(2 / 3)   # 20 > 13
-    assert simulate.band_coverage(demand, upper, score_from=5, ahead=2) is None
+    assert report.band_coverage(demand, upper, score_from=1, ahead=2) == pytest.approx(2 / 3)   # 20 > 13
+    assert report.band_coverage(demand, upper, score_from=5, ahead=2) is None
 
 
 def test_fleet_drains_instead_of_cutting():
     arrivals = np.full(200, 4.0)
-    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    fleet = Fleet(arrivals, Options(), initial=10)
     demand = concurrency(arrivals, 16)
     fleet.apply(100, 6, 6, demand[100])
     assert fleet.n_draining() == 4 and fleet.draining_streams(100) == pytest.approx(64 * 4 / 10)
     fleet.advance(100 + 16)
     fleet.apply(116, 6, 6, demand[116])
     assert (fleet.n_draining(), fleet.spares, fleet.n_alive()) == (0, 0, 6)   # empty once the youngest stream ended
-    cut = simulate.Fleet(arrivals, Options(), initial=10).set_target(100, 6, demand[100])
+    cut = Fleet(arrivals, Options(), initial=10).set_target(100, 6, demand[100])
     assert cut == pytest.approx(64 * 4 / 10)
 
 
 def test_exponential_lifetimes_keep_littles_law_and_empty_a_drained_pod_at_its_longest_call():
     # Mean 240 s: 2 arrivals a tick hold 32 streams at steady state, as with fixed lengths.
     arrivals = np.full(400, 2.0)
-    life = simulate.Lifetimes(arrivals, Options(durations="exponential"))
+    life = Lifetimes(arrivals, Options(durations="exponential"))
     assert life.open[0] == pytest.approx(32.0, rel=1e-3) and life.open[-1] == pytest.approx(32.0, rel=1e-3)
     # Of the streams open at tick 100, e^-1 are still open one mean duration later.
     assert life.alive_since(100, 116) == pytest.approx(32.0 * math.exp(-1.0), rel=1e-3)
@@ -98,7 +102,7 @@ def test_exponential_lifetimes_keep_littles_law_and_empty_a_drained_pod_at_its_l
     # 13.9 minutes (the expected longest of 16 calls is 13.5), where fixed lengths give 4.
     assert life.empty_at(100, 16.0) == 100 + math.ceil(math.log(32.0) * 16)
     assert life.empty_at(100, 0.4) == 101
-    assert simulate.Lifetimes(arrivals, Options()).empty_at(100, 16.0) == 116
+    assert Lifetimes(arrivals, Options()).empty_at(100, 16.0) == 116
 
 
 def test_exponential_lifetimes_drain_pods_later_and_still_cut_nothing(tmp_path):
@@ -107,7 +111,7 @@ def test_exponential_lifetimes_drain_pods_later_and_still_cut_nothing(tmp_path):
     rows = "\n".join(f"{1_700_006_400 + i * 60},{int(40 + 30 * math.sin(2 * math.pi * i / 1440))}"
                      for i in range(2 * 1440))
     trace = load_trace(write(tmp_path, rows))
-    fixed, varied = (simulate.backtest(trace, Options(durations=kind)) for kind in ("fixed", "exponential"))
+    fixed, varied = (run.backtest(trace, Options(durations=kind)) for kind in ("fixed", "exponential"))
     assert varied["results"]["speechops"]["streams_cut"] == 0 and varied["results"]["hpa"]["streams_cut"] > 0
     assert varied["options"]["durations"] == "exponential"
     assert (varied["ratios"]["perfect_forecast_pod_hours_vs_oracle"]
@@ -117,7 +121,7 @@ def test_exponential_lifetimes_drain_pods_later_and_still_cut_nothing(tmp_path):
 def test_fleet_scale_up_takes_draining_pods_back_before_starting_new_ones():
     arrivals = np.full(200, 4.0)
     demand = concurrency(arrivals, 16)
-    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    fleet = Fleet(arrivals, Options(), initial=10)
     fleet.apply(100, 6, 6, demand[100])
     fleet.apply(104, 9, 9, demand[104])
     assert (fleet.serving, fleet.n_draining(), fleet.n_starting()) == (9, 1, 0)   # ready at once
@@ -129,7 +133,7 @@ def test_fleet_scale_up_takes_draining_pods_back_before_starting_new_ones():
 def test_fleet_keeps_drained_pods_as_spares_and_frees_them_at_once():
     arrivals = np.full(200, 4.0)
     demand = concurrency(arrivals, 16)
-    fleet = simulate.Fleet(arrivals, Options(), initial=10)
+    fleet = Fleet(arrivals, Options(), initial=10)
     fleet.apply(100, 6, 10, demand[100])              # 6 serve, 4 drain while the fleet still wants them
     assert (fleet.serving, fleet.n_draining(), fleet.n_alive()) == (6, 4, 10)
     fleet.advance(116)
@@ -188,19 +192,19 @@ def test_table_prints_the_targets(capsys):
 
 
 def test_targets_are_judged_per_ratio_and_an_hpa_that_drops_nothing_allows_nothing():
-    hpa = simulate.Result("hpa", unserved_stream_minutes=100.0, pod_hours=10.0, streams_cut=5)
-    oracle = simulate.Result("oracle", pod_hours=9.0)
-    ours = simulate.Result("speechops", unserved_stream_minutes=10.0, pod_hours=10.3)
-    ratios, checks = simulate.against_targets(ours, hpa, oracle)
+    hpa = report.Result("hpa", unserved_stream_minutes=100.0, pod_hours=10.0, streams_cut=5)
+    oracle = report.Result("oracle", pod_hours=9.0)
+    ours = report.Result("speechops", unserved_stream_minutes=10.0, pod_hours=10.3)
+    ratios, checks = report.against_targets(ours, hpa, oracle)
     assert ratios == pytest.approx({"unserved_vs_hpa": 0.1, "pod_hours_vs_hpa": 1.03, "pod_hours_vs_oracle": 10.3 / 9})
     assert checks == {"unserved_vs_hpa": True, "pod_hours_vs_hpa": True, "pod_hours_vs_oracle": True,
                       "zero_cut": True}
-    greedy = simulate.Result("speechops", unserved_stream_minutes=10.1, pod_hours=11.1, streams_cut=1)
-    assert not any(simulate.against_targets(greedy, hpa, oracle)[1].values())
+    greedy = report.Result("speechops", unserved_stream_minutes=10.1, pod_hours=11.1, streams_cut=1)
+    assert not any(report.against_targets(greedy, hpa, oracle)[1].values())
     # Where the HPA left nothing unserved, any unserved time misses the target; none meets it.
-    spotless = simulate.Result("hpa", pod_hours=10.0)
-    assert simulate.against_targets(ours, spotless, oracle)[0]["unserved_vs_hpa"] == math.inf
-    assert simulate.against_targets(simulate.Result("speechops", pod_hours=10.0), spotless, oracle)[1]["unserved_vs_hpa"]
+    spotless = report.Result("hpa", pod_hours=10.0)
+    assert report.against_targets(ours, spotless, oracle)[0]["unserved_vs_hpa"] == math.inf
+    assert report.against_targets(report.Result("speechops", pod_hours=10.0), spotless, oracle)[1]["unserved_vs_hpa"]
 
 
 def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
@@ -226,7 +230,7 @@ def test_json_report_on_a_synthetic_daily_trace(tmp_path, capsys):
 def test_trace_starts_with_a_steady_fleet(tmp_path):
     # Streams from before the first row are open: demand does not ramp up from zero.
     rows = "\n".join(f"{1_699_999_995 + i * 60},{120}" for i in range(100))   # tick-aligned
-    times, arrivals, demand, score_from = simulate.prepare(load_trace(write(tmp_path, rows)), Options())
+    times, arrivals, demand, score_from = prepare(load_trace(write(tmp_path, rows)), Options())
     assert demand[0] == pytest.approx(demand[200]) == pytest.approx(30 * 16)
     assert len(times) == len(arrivals) == len(demand) and score_from > 16
 
@@ -253,10 +257,10 @@ def test_unserved_episodes_name_the_jump_that_cost_most():
     capacity[205:207] = 400.0          # a pod arrives mid-way: still one episode
     demand[300:302] = 130.0            # a small one: 2 ticks short by 10
     demand[20:30] = 500.0              # in the warm-up: not scored
-    first, second = simulate.unserved_episodes(times, demand, capacity, 100, opts, lead=180.0)
+    first, second = report.unserved_episodes(times, demand, capacity, 100, opts, lead=180.0)
     assert first["start"] == "2023-11-14T23:03:20+00:00"          # tick 200
     assert first["minutes"] == 5.0 and first["unserved_stream_minutes"] == pytest.approx(18 * 180 * 0.25)
     assert first["demand_before"] == 100.0 and first["demand_peak"] == 300.0
     assert second["unserved_stream_minutes"] == pytest.approx(2 * 10 * 0.25)
     assert first["share"] + second["share"] == pytest.approx(1.0, abs=1e-4)
-    assert simulate.unserved_episodes(times, demand, demand + 1, 0, opts, lead=180.0) == []
+    assert report.unserved_episodes(times, demand, demand + 1, 0, opts, lead=180.0) == []

@@ -22,7 +22,7 @@ def fc(expected, upper):
 
 
 def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):
-    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_frames=backlog,
+    return LiveSignals(now=now, replicas=replicas, active_streams=streams, backlog_chunks=backlog,
                        deployment_replicas=deployment)
 
 
@@ -33,7 +33,7 @@ def sig(now=1000.0, replicas=5, streams=30.0, backlog=None, deployment=None):
     (CFG, sig(replicas=5, streams=100), fc(60, 72), 13, "ScaleUp"),      # live need wins: ceil(100 / 8)
     (CFG, sig(replicas=8, streams=60), fc(68, 75), 8, "Steady"),         # within 10% tolerance, band fits in 80
     (CFG, sig(replicas=8, streams=60), fc(68, 85), 10, "ScaleUp"),       # band beyond full capacity: ceil(85 / 9)
-    (CFG, sig(replicas=5, streams=10, backlog=50 * 16), fc(5, 6), 5, "ScaleDownDelayed"),  # backlog: 26 streams -> 4; delay
+    (CFG, sig(replicas=5, streams=10, backlog=500), fc(5, 6), 5, "ScaleDownDelayed"),  # 500 chunks of 32 ms: 16 stream-seconds, 26 streams -> 4; delay
     (CFG, sig(replicas=5), fc(500, 600), 20, "ScaleUp"),                 # clamped to max
     (CFG, sig(replicas=5, streams=0), fc(0, 0), 5, "ScaleDownDelayed"),  # wants 1 (min), too early
     (CFG, sig(replicas=5, streams=None), None, 5, "NoData"),             # nothing known: hold
@@ -233,3 +233,32 @@ FORECAST = {"time": "2026-01-01T00:00:00Z", "expected": 60.0, "upper": 72.0, "de
         "forecast-band-moved", "first-forecast"])
 def test_a_tick_writes_only_the_status_that_changed(current, wanted, changes):
     assert status_changes(current, wanted) == changes
+
+
+def test_plan_replicas_does_what_plan_counts_says_the_backtest_fleet_does():
+    # The operator's named plan and the backtest's counted one are one rule: over many
+    # random fleets, the plan's drains, undrains, removals and new pods are plan_counts'.
+    import random
+
+    from speechops.scaling.policy import plan_counts
+    rng = random.Random(7)
+    for _ in range(2000):
+        pods = []
+        for k in range(rng.randint(0, 12)):
+            draining = rng.random() < 0.4
+            ready = rng.random() < 0.8
+            streams = rng.choice([None, 0.0, 0.0, 3.0, 9.0])
+            pods.append(PodLoad(f"p{k:02d}", streams, ready, draining))
+        serving, keep = rng.randint(0, 12), rng.randint(0, 14)
+        plan = plan_replicas(pods, serving, keep)
+        live = [p for p in pods if not p.draining]
+        ready = [p for p in live if p.ready]
+        revivable = [p for p in pods if p.draining and not (p.streams is None and not p.ready)]
+        c = plan_counts(ready=len(ready), answered=sum(p.streams is not None for p in ready),
+                        holding=sum(p.streams != 0 for p in revivable), spares=sum(p.streams == 0 for p in revivable),
+                        starting=len(live) - len(ready), gone=sum(p.draining for p in pods) - len(revivable),
+                        serving_target=serving, keep_target=keep)
+        gone = sum(p.draining for p in pods) - len(revivable)
+        assert (len(plan.undrain), len(plan.drain), len(plan.remove) - gone) == \
+            (c.undrain, c.drain, c.remove_spares + c.remove_starting)
+        assert plan.replicas == len(pods) - len(plan.remove) + c.start

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechops.scaling import backtest_cli
-from speechops.scaling.replay import PipelineHistory, ReplayError, arrivals_from_counters
+from speechops.scaling.backtest import cli as backtest_cli
+from speechops.scaling.backtest.trace import PipelineHistory, ReplayError, arrivals_from_counters
 
 
 def test_counters_are_differenced_per_series_through_resets_and_new_pods():

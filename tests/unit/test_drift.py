@@ -26,9 +26,19 @@ def live_of(desired, **server_added):
     pytest.param({"l": [{"x": 1}]}, {"l": [{"x": 1, "default": True}]}, True, id="list-items-with-defaults"),
     pytest.param({"l": [1, 2]}, {"l": [1]}, False, id="list-length"),
     pytest.param({"flag": True}, {"flag": 1}, False, id="bool-is-not-quantity"),
+    # The API server drops an empty ConfigMap `data: {}`: stored as absent, still equal.
+    pytest.param({"data": {}, "a": 1}, {"a": 1}, True, id="empty-map-is-absent"),
+    pytest.param({"data": {"k": "v"}}, {}, False, id="non-empty-map-missing"),
 ])
 def test_is_subset(desired, live, expected):
     assert is_subset(desired, live) is expected
+
+
+def test_an_empty_field_the_server_dropped_is_no_patch():
+    desired = {"kind": "ConfigMap", "metadata": {"name": "m"}, "data": {}}
+    live = with_hash(desired)
+    del live["data"]
+    assert needs_write(desired, live) is None and merge_patch(desired, live) == {}
 
 
 def deployment(**spec):

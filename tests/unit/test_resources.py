@@ -216,14 +216,14 @@ def test_model_configmap_has_one_rendered_config_per_catalog_model(case, models)
     assert sorted(cm["data"]) == [f"{m}.pbtxt" for m in models]   # unknown my_custom_model keeps its own
     options = {s.model: dict(s.options) for s in spec.stages}
     for model in models:
-        expected = model_config.render(model, spec.profile, idle_timeout_s=spec.streams.idle_timeout,
+        expected = model_config.render(model, idle_timeout_s=spec.streams.idle_timeout,
                                        parameters=options.get(model) or None)
         assert cm["data"][f"{model}.pbtxt"] == expected
 
 
 def test_model_config_change_rolls_the_workers():
-    a = desired_state("p", "n", api.parse_spec({"profile": "interactive"})).children[1]
-    b = desired_state("p", "n", api.parse_spec({"profile": "realtime"})).children[1]
+    a = desired_state("p", "n", api.parse_spec({"streams": {"idleTimeout": "30s"}})).children[1]
+    b = desired_state("p", "n", api.parse_spec({"streams": {"idleTimeout": "2m"}})).children[1]
     key = "speechops.dev/model-config-hash"
     assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
 

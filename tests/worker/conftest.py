@@ -17,7 +17,7 @@ SERVED_MODELS = tuple(MODELS)
 
 def start_triton(repo_dir: Path, models=SERVED_MODELS, **repository_options) -> TritonServer:
     """A started TritonServer over a fresh repository; the caller stops it."""
-    repo = build_model_repository(repo_dir, models, "interactive", **repository_options)
+    repo = build_model_repository(repo_dir, models, **repository_options)
     server = TritonServer(repo, startup_timeout_s=240)
     server.start()
     return server

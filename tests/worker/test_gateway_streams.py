@@ -27,11 +27,12 @@ pytestmark = [pytest.mark.triton, pytest.mark.asyncio,
               pytest.mark.skipif(not speech.have_tools(), reason="espeak-ng and sox are needed")]
 
 VAD_ONLY = parse_spec({"stages": [{"name": "vad", "model": "silero_vad"}]})
-FULL = parse_spec({"streams": {"partialInterval": "500ms"}, "stages": [
+FULL_RAW = {"streams": {"partialInterval": "500ms"}, "stages": [
     {"name": "vad", "model": "silero_vad"},
     {"name": "asr", "model": "whisper_asr", "dependsOn": ["vad"], "fallbackModel": "whisper_asr_greedy"},
     {"name": "stats", "model": "audio_stats", "dependsOn": ["vad"], "optional": True},
-]})
+]}
+FULL = parse_spec(FULL_RAW)
 # Tests of behaviour other than degradation keep full quality whatever the machine's load.
 NEVER_DEGRADE = {"degrade_after_s": 1e9, "restore_below_s": 1e9}
 
@@ -150,6 +151,50 @@ async def test_streamed_sentences_are_transcribed(triton_server):
     assert total <= 0.15, list(zip(sentences, [r.transcript for r in results]))
 
 
+@pytest.mark.parametrize("rate, encoding", [(8000, "pcm_s16le"), (48000, "pcm_s16le"), (8000, "mulaw")])
+async def test_telephony_and_studio_rates_are_resampled_and_transcribed(triton_server, rate, encoding):
+    """spec.streams.sampleRate is the default a stream may override; 8 kHz G.711 too."""
+    import soxr
+
+    from speechops_worker.audio_codec import ulaw_decode, ulaw_encode
+    text = speech.SENTENCES[6]    # few sibilants: 8 kHz audio has nothing above 4 kHz
+    audio = soxr.resample(utterance(text), 16000, rate).astype(np.int16)
+    pipelines = {"phone": parse_spec({**FULL_RAW, "streams": {"sampleRate": rate, "partialInterval": "500ms"}})}
+    async with running_gateway(triton_server.grpc_url, pipelines=pipelines) as gw:
+        if encoding == "pcm_s16le":
+            result = await stream_audio(url_of(gw), audio, sample_rate=rate, speed=3.0)
+            ready = result.of("ready")[0]
+        else:
+            frames = [ulaw_encode(audio[i:i + 160]) for i in range(0, len(audio), 160)]
+            events = await raw_session(gw, {"type": "start", "encoding": "mulaw"}, *frames, {"type": "stop"})
+            ready = events[0]
+            result = type("R", (), {"transcript": " ".join(e["text"] for e in events if e["type"] == "final"),
+                                    "error": next((e for e in events if e["type"] == "error"), None)})
+    assert result.error is None
+    assert ready["sample_rate"] == rate and ready["encoding"] == encoding
+    # Narrowband audio costs the model words whatever the gateway does: the streamed
+    # transcript is held to the whole-file decode of the same audio at 16 kHz.
+    heard = audio if encoding == "pcm_s16le" else np.concatenate([ulaw_decode(f) for f in frames])
+    whole = whole_file_text(triton_server, soxr.resample(heard, rate, 16000).astype(np.int16))
+    assert word_error_rate(text, result.transcript) <= word_error_rate(text, whole) + 0.1, (result.transcript, whole)
+    assert word_error_rate(text, result.transcript) <= 0.3, result.transcript
+
+
+def whole_file_text(triton_server, pcm16: np.ndarray) -> str:
+    import tritonclient.grpc as grpcclient
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    audio = speech.to_float(pcm16)[None]
+    inputs = [grpcclient.InferInput("AUDIO", list(audio.shape), "FP32"), grpcclient.InferInput("LENGTH", [1], "INT32"),
+              grpcclient.InferInput("PROMPT", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(audio)
+    inputs[1].set_data_from_numpy(np.array([audio.shape[1]], np.int32))
+    inputs[2].set_data_from_numpy(np.array([b""], dtype=object))
+    try:
+        return client.infer("whisper_asr", inputs).as_numpy("TEXT")[0].decode()
+    finally:
+        client.close()
+
+
 async def test_partials_come_before_the_final_and_never_contradict_it(triton_server):
     text = ("We need to schedule a meeting with the design team next Tuesday, "
             "and the museum opens at nine and closes at five every weekday.")
@@ -242,10 +287,14 @@ BAD_INPUTS = [
     pytest.param(["{this is not json"], P.E_BAD_JSON, id="invalid-json"),
     pytest.param([{"type": "start", "pipeline": "nope"}], P.E_UNKNOWN_PIPELINE, id="unknown-pipeline"),
     pytest.param([{**START, "sample_rate": 44100}], P.E_SAMPLE_RATE, id="wrong-sample-rate"),
-    pytest.param([{**START, "encoding": "mulaw"}], P.E_ENCODING, id="wrong-encoding"),
+    pytest.param([{**START, "encoding": "opus"}], P.E_ENCODING, id="wrong-encoding"),
+    pytest.param([{**START, "encoding": "mulaw", "sample_rate": 16000}], P.E_SAMPLE_RATE, id="g711-not-8khz"),
+    pytest.param([{**START, "language": "en"}], P.E_UNKNOWN_FIELD, id="unknown-start-field"),
     pytest.param([b"\x00\x01" * 320], P.E_NOT_STARTED, id="audio-before-start"),
     pytest.param([START, b"\x00" * 640, b"\x00" * 641], P.E_ODD_FRAME, id="odd-length-frame"),
     pytest.param([START, b"\x00" * 64_000], P.E_FRAME_TOO_BIG, id="oversized-frame"),
+    pytest.param([START, b"\x00" * 200_000], P.E_FRAME_TOO_BIG, id="frame-over-64KiB"),
+    pytest.param([{**START, "sample_rate": 8000}, b"\x00" * 16_002], P.E_FRAME_TOO_BIG, id="oversized-8khz-frame"),
     pytest.param([START, START], P.E_ALREADY_STARTED, id="second-start"),
     pytest.param([{"type": "stop"}], P.E_NOT_STARTED, id="stop-before-start"),
 ]
@@ -268,7 +317,9 @@ async def test_bad_input_closes_only_that_stream(triton_server):
         metrics = gw.metrics.render().decode()
     assert result.error is None and result.closed_reason == "stop"
     assert [e["event"] for e in result.of("vad")] == ["speech_start", "speech_end"]
-    assert 'reason="odd_frame_length"' in metrics
+    # Client mistakes are counted by pipeline, apart from capacity refusals.
+    assert 'kind="client",namespace="local",pipeline="vad",reason="odd_frame_length"' in metrics
+    assert 'kind="capacity"' not in metrics
     await eventually(lambda: vad_streams_in_triton(triton_server) == 0)
 
 
@@ -279,8 +330,11 @@ async def test_admission_refuses_past_capacity_with_retry_after(triton_server):
         refused = await raw_session(gw, START)
         await asyncio.gather(*streams)
         admitted_again = await raw_session(gw, START, {"type": "stop"})
+        metrics = gw.metrics.render().decode()
     assert refused[0]["code"] == P.E_OVER_CAPACITY and refused[0]["retry_after_s"] > 0
     assert [e["type"] for e in admitted_again] == ["ready", "closed"]
+    assert ('speechops_rejected_streams_total{kind="capacity",namespace="local",pipeline="vad",'
+            'reason="over_capacity"} 1.0') in metrics
 
 
 async def test_client_vanishing_mid_stream_frees_its_state(triton_server):
@@ -401,7 +455,7 @@ async def test_triton_killed_mid_stream_fails_streams_fast_and_the_gateway_recov
 
     from speechops_worker import triton as launcher
 
-    repo = launcher.build_model_repository(tmp_path / "repo", ["silero_vad"], "interactive")
+    repo = launcher.build_model_repository(tmp_path / "repo", ["silero_vad"])
     server = launcher.TritonServer(repo)
     await asyncio.to_thread(server.start)
     try:

@@ -39,15 +39,17 @@ def test_bad_control_messages_are_named(text, code):
 
 @pytest.mark.parametrize("start, code", [
     ({"pipeline": "nope"}, P.E_UNKNOWN_PIPELINE),
-    ({"sample_rate": 8000}, P.E_SAMPLE_RATE),
+    ({"sample_rate": 44100}, P.E_SAMPLE_RATE),
     ({"sample_rate": "16000"}, P.E_SAMPLE_RATE),
+    ({"encoding": "alaw", "sample_rate": 16000}, P.E_SAMPLE_RATE),
     ({"encoding": "opus"}, P.E_ENCODING),
+    ({"language": "en"}, P.E_UNKNOWN_FIELD),
     ({"options": []}, P.E_BAD_OPTION),
     ({"options": {"colour": "red"}}, P.E_BAD_OPTION),
     ({"options": {"partial_interval_ms": 5}}, P.E_BAD_OPTION),
     ({"options": {"partials": "yes"}}, P.E_BAD_OPTION),
     ({"options": {"prompt": "x" * 501}}, P.E_BAD_OPTION),
-], ids=["unknown-pipeline", "8khz", "rate-as-string", "opus", "options-list", "unknown-option",
+], ids=["unknown-pipeline", "44khz", "rate-as-string", "alaw-not-8khz", "opus", "unknown-field", "options-list", "unknown-option",
         "interval-too-small", "partials-not-bool", "prompt-too-long"])
 def test_bad_start_messages_are_refused_with_their_code(start, code):
     with pytest.raises(P.ProtocolError) as err:
@@ -62,6 +64,14 @@ def test_start_defaults_to_the_only_pipeline_and_reads_options():
     assert req.pipeline == "default"
     assert req.options.partial_interval_s == 0.25
     assert req.options.prompt == "Triton"
+
+
+def test_start_takes_the_pipelines_rate_unless_the_stream_names_one():
+    from types import SimpleNamespace
+    phone = {"p": SimpleNamespace(spec=SimpleNamespace(streams=SimpleNamespace(sample_rate=8000)))}
+    assert P.parse_start({"type": "start"}, phone, "p").sample_rate == 8000
+    assert P.parse_start({"type": "start", "sample_rate": 48000}, phone, "p").sample_rate == 48000
+    assert P.parse_start({"type": "start", "encoding": "mulaw"}, PIPELINES, "default").sample_rate == 8000
 
 
 @pytest.mark.parametrize("size, code", [(641, P.E_ODD_FRAME), (40_000, P.E_FRAME_TOO_BIG)], ids=["odd", "oversized"])

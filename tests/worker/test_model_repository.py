@@ -25,16 +25,18 @@ def test_a_variant_is_its_base_models_code_with_its_own_parameters(tmp_path):
     repo = build_model_repository(tmp_path, ["whisper_asr", "whisper_asr_greedy"])
     code = {name: (repo / name / "1" / "model.py").read_bytes() for name in ("whisper_asr", "whisper_asr_greedy")}
     assert code["whisper_asr"] == code["whisper_asr_greedy"]
-    assert 'key: "beam_size" value: { string_value: "1" }' in (repo / "whisper_asr_greedy" / "config.pbtxt").read_text()
+    assert 'key: "window_s" value: { string_value: "10" }' in (repo / "whisper_asr_greedy" / "config.pbtxt").read_text()
     assert "beam_size" not in (repo / "whisper_asr" / "config.pbtxt").read_text()
 
 
-def test_repository_holds_each_model_with_the_profiles_config(tmp_path):
-    repo = build_model_repository(tmp_path, ["silero_vad_seq", "audio_stats"], "batch", idle_timeout_s=5)
-    assert sorted(p.name for p in repo.iterdir()) == ["audio_stats", "silero_vad_seq"]
+def test_repository_holds_each_model_with_the_pipelines_idle_timeout(tmp_path):
+    repo = build_model_repository(tmp_path, ["silero_vad_seq", "silero_vad", "audio_stats"], idle_timeout_s=120)
+    assert sorted(p.name for p in repo.iterdir()) == ["audio_stats", "silero_vad", "silero_vad_seq"]
     config = (repo / "silero_vad_seq" / "config.pbtxt").read_text()
-    assert config == model_config.render("silero_vad_seq", "batch", idle_timeout_s=5)
-    assert "max_sequence_idle_microseconds: 5000000" in config
+    assert config == model_config.render("silero_vad_seq", idle_timeout_s=120)
+    assert "max_sequence_idle_microseconds: 120000000" in config
+    # The packed VAD sweeps a stream's state only after the pipeline's idle timeout.
+    assert 'key: "idle_timeout_s" value: { string_value: "120" }' in (repo / "silero_vad" / "config.pbtxt").read_text()
     assert (repo / "audio_stats" / "1" / "model.py").read_bytes() == (MODELS_DIR / "audio_stats" / "1" / "model.py").read_bytes()
 
 

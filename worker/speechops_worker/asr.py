@@ -1,10 +1,12 @@
-"""Whisper tiny.en (CTranslate2) over many utterances in one `generate` call.
+"""Whisper (CTranslate2) over many utterances in one `generate` call.
 
 Rows are each stream's utterance so far (zero-padded to the longest), their real
 lengths, and a text prompt (the previous words carried forward, or a pipeline's
-vocabulary). We compute Whisper's log-mel ourselves at the real length: CTranslate2
-accepts mel shorter than Whisper's 30 s window, and a 5 s utterance then costs tens of
-milliseconds instead of the ~1 s it costs padded to 30 s, with the same text.
+vocabulary). We compute Whisper's log-mel ourselves. Whisper was trained on 30 s
+windows: fed an utterance with only a short silent tail, it does not see the audio end
+and repeats itself ("Try again. Try again"), so every row is padded with silence to at
+least `window_s` of audio. Any CTranslate2 Whisper model serves: English-only or
+multilingual (with `language` and `task`), 80 or 128 mel bins (the model says which).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from speechops_worker.gateway.transcript import norm
 
 N_FFT = 400
 HOP = 160
-N_MELS = 80
+N_MELS = 80                            # large-v3 has 128: WhisperAsr asks the model
 MAX_SECONDS = 30                       # Whisper's window; longer rows are the gateway's to cut
 MAX_SAMPLES = MAX_SECONDS * SAMPLE_RATE
 MIN_SAMPLES = SAMPLE_RATE // 10        # below 0.1 s there is nothing to transcribe
@@ -37,7 +39,9 @@ class AsrInputError(ValueError):
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    beam_size: int = 2
+    # Greedy: on real human speech (tests/human_speech.py, 31 clips) it scored as well as
+    # or better than beam 2 at every window, for less (docs/benchmarks/asr-window-2026-12-03.md).
+    beam_size: int = 1
     max_new_tokens: int = 160           # text tokens per row at most
     # ...and at most this many per second of the longest row (speech rarely passes 5), so
     # a row that loops costs no more than its audio warrants.
@@ -49,25 +53,25 @@ class DecodeOptions:
     logprob_threshold: float = -1.0
     # Below this level a row is treated as silence without decoding it.
     min_rms_dbfs: float = -60.0
-    # Silence appended to every row. Without it Whisper does not see the audio end and
-    # repeats itself; padding to 30 s instead costs several times more
-    # (docs/benchmarks/models-2026-11-25.md).
-    tail_silence_s: float = 2.0
-    # Each row is padded to its own length plus the tail, rounded up to this step, and only
-    # rows of the same padded length share a generate call: a row's words then never depend
-    # on the rows packed with it. A coarser step puts more rows in one call (what a GPU
-    # wants) and more silence in each (what a CPU pays for); 30 pads every row to Whisper's
-    # own window. On CPU a 1 s step costs little more than padding each call to its longest
-    # row (docs/benchmarks/models-2026-11-25.md).
+    # Every row is decoded as at least this much audio, its own followed by silence:
+    # Whisper, trained on 30 s windows, loops on much shorter ones ("Try again. Try
+    # again"). 30 is Whisper's exact input; 15 loses little for under half its cost
+    # (docs/benchmarks/asr-window-2026-12-03.md).
+    window_s: float = 15.0
+    # Rows longer than the window still get this much silence after their audio.
+    tail_silence_s: float = 1.0
+    # Rows past the window are padded to a multiple of this step; rows of the same padded
+    # length share an encoder call.
     pad_step_s: float = 1.0
-    # Blocks loops of repeated phrases that survive the tail (0 = off).
+    # Blocks loops of repeated phrases that survive the window (0 = off).
     no_repeat_ngram_size: int = 3
     # A new sentence that starts with the text's first two words and matches its start
-    # this closely is dropped as a loop (0 = keep every word). On 144 espeak decodes (6
-    # voices and speeds, with and without the previous sentence as prompt; benchmarks/
-    # models.py) 7-12 looped, varying run to run, and cutting them took WER from
-    # 0.149-0.170 to 0.115-0.118; every cut was a loop.
+    # this closely is dropped as a loop (0 = keep every word).
     loop_similarity: float = 0.6
+    # Multilingual models only: the spoken language ("" = detect per row) and the task
+    # ("transcribe", or "translate" into English). English-only models ignore both.
+    language: str = ""
+    task: str = "transcribe"
 
     def with_parameters(self, params: dict[str, str]) -> "DecodeOptions":
         """These options overridden by config.pbtxt parameters of the same names."""
@@ -157,16 +161,16 @@ def power_spectrogram(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(power[:, :-1].transpose(0, 2, 1)).astype(np.float32)
 
 
-def log_mel(audio: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    """Whisper's normalized log-mel [rows, 80, frames] for zero-padded rows, all cut to
-    the longest real length (frames = samples // 160)."""
+def log_mel(audio: np.ndarray, lengths: np.ndarray | None = None, n_mels: int = N_MELS) -> np.ndarray:
+    """Whisper's normalized log-mel [rows, n_mels, frames] for zero-padded rows, all cut
+    to the longest real length (frames = samples // 160)."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     if lengths is not None:
         longest = int(np.max(lengths)) if len(lengths) else 0
         audio = audio[:, :longest]
         mask = np.arange(audio.shape[1])[None, :] < np.asarray(lengths)[:, None]
         audio = np.where(mask, audio, 0.0).astype(np.float32)
-    mel = np.einsum("mf,bft->bmt", mel_filters(), power_spectrogram(audio), optimize=True)
+    mel = np.einsum("mf,bft->bmt", mel_filters(n_mels), power_spectrogram(audio), optimize=True)
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
@@ -211,13 +215,19 @@ class WhisperAsr:
                  options: DecodeOptions = DecodeOptions()):
         import ctranslate2
         from tokenizers import Tokenizer
-        path = Path(model_path) if model_path is not None else default_model_path()
+        path = Path(model_path) if model_path else default_model_path()
+        if not (path / "model.bin").is_file() or not (path / "tokenizer.json").is_file():
+            raise ValueError(f"{path} is not a CTranslate2 Whisper model directory: it needs model.bin, "
+                             "config.json and tokenizer.json (ct2-transformers-converter --copy_files tokenizer.json)")
+        self.path = path
         self.device = device
         self.compute_type = compute_type or ("float16" if device == "cuda" else "int8")
         threads = threads or min(4, os.cpu_count() or 1)
         self.model = ctranslate2.models.Whisper(str(path), device=device, device_index=device_index,
                                                 compute_type=self.compute_type, intra_threads=threads,
                                                 inter_threads=1)
+        self.n_mels = int(self.model.n_mels)            # 128 for large-v3, 80 before
+        self.multilingual = bool(self.model.is_multilingual)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.options = options
         special = {name: self.tokenizer.token_to_id(name) for name in
@@ -227,20 +237,45 @@ class WhisperAsr:
             raise ValueError(f"{path} tokenizer lacks {missing}; not a Whisper model")
         self._sot, self._no_timestamps = special["<|startoftranscript|>"], special["<|notimestamps|>"]
         self._previous, self._end = special["<|startofprev|>"], special["<|endoftext|>"]
+        self._task: list[int] = []
+        self._language: int | None = None
+        if self.multilingual:
+            task = self.tokenizer.token_to_id(f"<|{options.task}|>")
+            if options.task not in ("transcribe", "translate") or task is None:
+                raise ValueError(f"task must be transcribe or translate, got {options.task!r}")
+            self._task = [task]
+            if options.language:
+                self._language = self.tokenizer.token_to_id(f"<|{options.language}|>")
+                if self._language is None:
+                    raise ValueError(f"{path} does not know the language {options.language!r} "
+                                     "(a Whisper code such as en, de, fr, es, ja)")
 
     @staticmethod
     def pick_device(want_gpu: bool) -> str:
         import ctranslate2
         return "cuda" if want_gpu and ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Decoder prompt: the previous text (if any), then start of transcript."""
-        ids = [self._sot, self._no_timestamps]
+    def prompt_ids(self, prompt: str, language: int | None = None) -> list[int]:
+        """Decoder prompt: the previous text (if any), then start of transcript, and on a
+        multilingual model the language and the task."""
+        ids = [self._sot]
+        if self.multilingual:
+            ids += [language if language is not None else self._language, *self._task]
+        ids.append(self._no_timestamps)
         text = prompt.strip()
         if text:
             previous = self.tokenizer.encode(" " + text, add_special_tokens=False).ids
             ids = [self._previous, *previous[-self.options.prompt_tokens:], *ids]
         return ids
+
+    def padded_samples(self, length: int) -> int:
+        """The audio a row is decoded as: its own, then silence up to the window (or a
+        short tail past it), never longer than Whisper's 30 s. Depends on the row alone."""
+        opts = self.options
+        step = max(int(opts.pad_step_s * SAMPLE_RATE), HOP)
+        window = int(opts.window_s * SAMPLE_RATE)
+        with_tail = -(-(length + int(opts.tail_silence_s * SAMPLE_RATE)) // step) * step
+        return min(max(window, with_tail), MAX_SAMPLES)
 
     def transcribe(self, audio: np.ndarray, lengths: np.ndarray, prompts: list[str]) -> list[Transcript]:
         """Text per row. Decodable rows share generate calls, grouped so that no row's
@@ -256,45 +291,40 @@ class WhisperAsr:
             return results
         import ctranslate2
         opts = self.options
-        prompt_ids = [self.prompt_ids(prompts[i]) for i in rows]
-        # CTranslate2 wants <|startoftranscript|> at the same position in every row of a
-        # generate call, so rows are decoded in groups of equal prompt length (streams
-        # carry different previous text). The previous text is cut to a power of two of
-        # tokens (its most recent part) so a batch splits into a few groups, not one per row.
-        prompt_ids = [ids if ids[0] != self._previous else
-                      [self._previous, *ids[1:-2][-(1 << ((len(ids) - 3).bit_length() - 1)):], *ids[-2:]]
-                      for ids in prompt_ids]
-        # Each row gets its real audio plus the silent tail, rounded up to pad_step_s (at
-        # most Whisper's window); rows are grouped by that length too. The silence a row is
-        # decoded with then depends on the row alone, not on the longest row it was packed
-        # with: the same utterance gives the same words whatever streams share its call.
-        tail = int(opts.tail_silence_s * SAMPLE_RATE)
-        step = max(int(opts.pad_step_s * SAMPLE_RATE), HOP)
-        padded_len = [min(-(-(int(lengths[i]) + tail) // step) * step, MAX_SAMPLES) for i in rows]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for j, ids in enumerate(prompt_ids):
-            groups.setdefault((len(ids), padded_len[j]), []).append(j)
-        outputs: list = [None] * len(rows)
-        for (prompt_len, samples), members in groups.items():
+        # Each row is its real audio then silence (padded_samples), so its features do
+        # not depend on the other rows of the request. Rows of equal padded length (all
+        # those under the window) share one encoder call, the costly part, whose output
+        # per row is the same at any batch size; each row is then decoded on its own: a
+        # batched decoder's small matrix products round differently by batch size, and
+        # flipped close tokens ("Hello World!" / "Hello world!").
+        by_length: dict[int, list[int]] = {}
+        for i in rows:
+            by_length.setdefault(self.padded_samples(int(lengths[i])), []).append(i)
+        outputs: dict[int, object] = {}
+        for samples, members in by_length.items():
             padded = np.zeros((len(members), samples), dtype=np.float32)
-            for k, j in enumerate(members):
-                padded[k, :lengths[rows[j]]] = audio[rows[j], :lengths[rows[j]]]
-            features = log_mel(padded)
+            for k, i in enumerate(members):
+                padded[k, :lengths[i]] = audio[i, :lengths[i]]
+            features = log_mel(padded, n_mels=self.n_mels)
             if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
                 features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
-            # CTranslate2's max_length counts the prompt; budget the text by audio duration.
-            text_budget = min(opts.max_new_tokens,
-                              10 + int(np.ceil(opts.tokens_per_second * (samples - tail) / SAMPLE_RATE)))
-            max_length = min(MAX_DECODER_TOKENS, prompt_len + text_budget)
-            group_out = self.model.generate(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
-                [prompt_ids[j] for j in members],
-                beam_size=opts.beam_size, max_length=max_length, return_scores=True,
-                return_no_speech_prob=True, suppress_blank=True,
-                no_repeat_ngram_size=opts.no_repeat_ngram_size)
-            for j, out in zip(members, group_out):
-                outputs[j] = out
-        for i, out in zip(rows, outputs):
+            encoded = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
+                                                   to_cpu=True))
+            # CTranslate2's max_length counts the prompt; the text is budgeted by the
+            # decoded duration.
+            text_budget = min(opts.max_new_tokens, 10 + int(np.ceil(opts.tokens_per_second * samples / SAMPLE_RATE)))
+            for k, i in enumerate(members):
+                row = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[k:k + 1]))
+                language = None
+                if self.multilingual and self._language is None:
+                    language = self.tokenizer.token_to_id(self.model.detect_language(row)[0][0][0])
+                ids = self.prompt_ids(prompts[i], language)
+                outputs[i] = self.model.generate(
+                    row, [ids], beam_size=opts.beam_size, max_length=min(MAX_DECODER_TOKENS, len(ids) + text_budget),
+                    return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                    no_repeat_ngram_size=opts.no_repeat_ngram_size)[0]
+        for i in rows:
+            out = outputs[i]
             tokens = [t for t in out.sequences_ids[0] if t < self._end] if out.sequences_ids else []
             score = float(out.scores[0]) if out.scores else 0.0
             decoded = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()

@@ -33,6 +33,7 @@ class StreamResult:
     events: list[dict[str, Any]] = field(default_factory=list)    # each with "_recv" (s since first frame)
     send_times: list[float] = field(default_factory=list)          # per frame, s since first frame
     frame_samples: int = 320
+    sample_rate: int = SAMPLE_RATE
     audio_s: float = 0.0
     wall_s: float = 0.0
 
@@ -63,7 +64,7 @@ class StreamResult:
 
     def sent_at(self, audio_s: float) -> float:
         """When the frame holding audio time `audio_s` was sent (s since first frame)."""
-        index = int(np.ceil(audio_s * SAMPLE_RATE / self.frame_samples)) - 1
+        index = int(np.ceil(audio_s * self.sample_rate / self.frame_samples)) - 1
         return self.send_times[max(0, min(index, len(self.send_times) - 1))]
 
     def partial_latencies(self) -> list[float]:
@@ -107,18 +108,20 @@ def read_wav(path: str | Path) -> np.ndarray:
 async def stream_audio(url: str, pcm16: np.ndarray, *, pipeline: str | None = None, realtime: bool = True,
                        frame_ms: int = 20, options: dict[str, Any] | None = None,
                        on_event: Callable[[dict[str, Any]], None] | None = None,
-                       timeout_s: float = 120.0, stop: bool = True, speed: float = 1.0) -> StreamResult:
-    """Streams int16 samples as `frame_ms` frames (paced in real time unless `realtime` is
-    False; `speed` 2 = twice real time), sends stop, and returns every event until `closed`."""
-    start = {"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "pcm_s16le", "options": options or {}}
+                       timeout_s: float = 120.0, stop: bool = True, speed: float = 1.0,
+                       sample_rate: int = SAMPLE_RATE) -> StreamResult:
+    """Streams int16 samples at `sample_rate` as `frame_ms` frames (paced in real time
+    unless `realtime` is False; `speed` 2 = twice real time), sends stop, and returns every
+    event until `closed`."""
+    start = {"type": "start", "sample_rate": sample_rate, "encoding": "pcm_s16le", "options": options or {}}
     if pipeline:
         start["pipeline"] = pipeline
     try:
         transport, listener = await ws_connect(_Listener, url, websocket_handshake_timeout=10)
     except (OSError, asyncio.TimeoutError) as exc:
         raise ClientError(f"no gateway at {url} ({exc}); start one with `speechops up PIPELINE.yaml`") from None
-    frame = SAMPLE_RATE * frame_ms // 1000
-    result = StreamResult(frame_samples=frame, audio_s=len(pcm16) / SAMPLE_RATE)
+    frame = sample_rate * frame_ms // 1000
+    result = StreamResult(frame_samples=frame, sample_rate=sample_rate, audio_s=len(pcm16) / sample_rate)
     data = np.asarray(pcm16, dtype="<i2").tobytes()
     t0 = time.perf_counter()
     done = asyncio.Event()

@@ -94,7 +94,7 @@ def local_triton(name: str, spec: PipelineSpec, progress=_progress) -> Iterator[
     models = sorted(plan_pipeline(name, spec).models)
     with tempfile.TemporaryDirectory(prefix="speechops-models-") as tmp:
         progress(f"model repository: {', '.join(models)} (profile {spec.profile})")
-        repo = build_model_repository(tmp, models, spec.profile)
+        repo = build_model_repository(tmp, models, idle_timeout_s=spec.streams.idle_timeout)
         progress("starting tritonserver (loading models: Silero VAD, Whisper tiny.en) ...")
         with TritonServer(repo, on_progress=lambda m: progress(f"triton: {m}")) as triton:
             progress(f"triton ready in {triton.startup_s or 0:.1f}s, gRPC {triton.grpc_url}")

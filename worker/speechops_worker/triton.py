@@ -87,8 +87,7 @@ def source_roots() -> list[Path]:
 
 
 def build_model_repository(dest_dir: str | Path, models: Iterable[str] | None = None,
-                           profile: str = "interactive", *, instance_kind: str = "KIND_AUTO",
-                           idle_timeout_s: float = 30.0,
+                           *, instance_kind: str = "KIND_AUTO", idle_timeout_s: float = 30.0,
                            parameters: dict[str, dict[str, str]] | None = None) -> Path:
     """Write a Triton model repository: per model, config.pbtxt from the operator's builder
     and 1/model.py from this package. Returns the repository path."""
@@ -103,7 +102,7 @@ def build_model_repository(dest_dir: str | Path, models: Iterable[str] | None = 
         model_dir = dest / name
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, model_dir / "1" / "model.py")
-        config = model_config.render(name, profile, instance_kind=instance_kind,
+        config = model_config.render(name, instance_kind=instance_kind,
                                      idle_timeout_s=idle_timeout_s,
                                      parameters=(parameters or {}).get(name))
         (model_dir / "config.pbtxt").write_text(config)
@@ -113,7 +112,7 @@ def build_model_repository(dest_dir: str | Path, models: Iterable[str] | None = 
 def checked_in_config(name: str) -> str:
     """What models/<name>/config.pbtxt must hold: the builder's output for the
     interactive profile (tests keep them equal; regenerate with write_checked_in_configs)."""
-    return model_config.render(name, "interactive")
+    return model_config.render(name)
 
 
 def write_checked_in_configs() -> list[Path]:

@@ -29,7 +29,7 @@ def model_configs(spec: PipelineSpec) -> dict[str, str]:
         for model in (stage.model, stage.fallback_model):
             if model and model in MODELS and config_key(model) not in data:
                 data[config_key(model)] = model_config.render(
-                    model, spec.profile, idle_timeout_s=spec.streams.idle_timeout,
+                    model, idle_timeout_s=spec.streams.idle_timeout,
                     parameters=dict(stage.options) if model == stage.model else None)
     return dict(sorted(data.items()))
 

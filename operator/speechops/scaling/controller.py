@@ -21,7 +21,25 @@ from speechops.scaling.policy import (Decision, DrainPlan, LiveSignals, PodLoad,
 from speechops.scaling.signals import (STEP, PrometheusSource, SignalError, measured_start_time,
                                        pod_is_ready, queries_for)
 
-TICK = 15.0
+TICK = 15.0      # seconds between decisions, live and in the backtest
+
+
+def lead_time(configured: float, start_seconds: float | None) -> float:
+    """How far ahead to forecast: pods must be ready when demand arrives, so at least one
+    pod start (measured live, modelled in the backtest) plus a tick."""
+    return max(configured, (start_seconds or 0.0) + TICK)
+
+
+def decide(policy: Policy, signals: LiveSignals, forecaster, lead: float) -> tuple[Decision, Forecast | None,
+                                                                                 Forecast | None]:
+    """The decision of one tick, live and in the backtest: the forecast one lead time
+    ahead sizes the fleet, the one a tick ahead the part of it that serves. `forecaster`
+    None: no forecast (reactive, or no history yet)."""
+    forecast = near = None
+    if forecaster is not None:
+        forecast = forecaster.predict(signals.now, lead)
+        near = forecaster.predict(signals.now, TICK)
+    return policy.decide(signals, forecast, near), forecast, near
 
 
 @dataclass
@@ -127,13 +145,12 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     cfg = state.config
     loads = pod_loads(pods, pod_streams)
     started = measured_start_time(pods)
-    # Pods must be ready when demand arrives: the lead is at least one start plus a tick.
-    lead = max(cfg.lead_time, (started or 0.0) + TICK)
+    lead = lead_time(cfg.lead_time, started)
     if lead != state.lead:
         state.forecaster, state.fed_until, state.lead = None, 0.0, lead
 
     live = backlog = None
-    forecast = near = coverage = None
+    forecaster = coverage = None
     active, reason, message = True, "Forecasting", ""
     points = 0
     if cfg.mode == "fixed":
@@ -148,12 +165,8 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
             if cfg.mode == "predictive":
                 points = _feed_history(state, source, q["streams"], now, spec.scaling.history)
                 if state.forecaster is not None and state.forecaster.observations:
-                    forecast = state.forecaster.predict(now, lead)
-                    near = state.forecaster.predict(now, TICK)
-                    coverage = state.forecaster.coverage()
-                    span = forecast.history / 3600
-                    message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
-                               if span >= 24 else f"partial history ({span:.1f}h): seasonal profile not used yet")
+                    forecaster = state.forecaster
+                    coverage = forecaster.coverage()
                 else:
                     active, reason, message = False, "NoHistory", "Prometheus has no history for this pipeline yet: scaling on live streams"
             else:
@@ -176,11 +189,15 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     # can be fewer (not made yet) or more (a rollout's surge), and holding a count with
     # surge in it raises the replicas on every tick.
     fleet = len(loads) if deployment_replicas is None else deployment_replicas
-    signals = LiveSignals(now=now, replicas=fleet, active_streams=live, backlog_frames=backlog,
+    signals = LiveSignals(now=now, replicas=fleet, active_streams=live, backlog_chunks=backlog,
                           ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
                           deployment_replicas=deployment_replicas,
                           draining=sum(1 for p in loads if p.draining and p.streams != 0))
-    decision = state.policy.decide(signals, forecast, near)
+    decision, forecast, _ = decide(state.policy, signals, forecaster, lead)
+    if forecast is not None:
+        span = forecast.history / 3600
+        message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
+                   if span >= 24 else f"partial history ({span:.1f}h): seasonal profile not used yet")
     plan = plan_replicas(loads, decision.serving, decision.replicas)
     withheld = ""
     if spec.scaling.dry_run:

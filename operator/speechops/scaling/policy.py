@@ -36,28 +36,36 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from speechops_contract.api import PipelineSpec
+from speechops_contract.api import Capacity, PipelineSpec, Reserve, Scaling, Streams
+from speechops_contract.catalog import VAD_CHUNK
 from speechops_contract.profiles import profile as tier
 from speechops.scaling.forecast import Forecast
 
-# A stream sends 50 frames a second (20 ms frames): a backlog of 50 frames is one
-# stream-second of audio the pod could not keep up with.
-FRAMES_PER_STREAM_SECOND = 50.0
+# The gateways count their backlog in VAD chunks (512 samples, 32 ms at 16 kHz): a
+# backlog of sample_rate / 512 chunks is one stream-second of audio a pod could not keep
+# up with.
+CHUNKS_PER_STREAM_SECOND = Streams.sample_rate / VAD_CHUNK
+_DEFAULT_TIER = tier(PipelineSpec.profile)
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    mode: str = "predictive"          # predictive | reactive | fixed
-    streams_per_replica: int = 64
-    target_utilization: float = 0.8
-    min_replicas: int = 1
-    max_replicas: int = 10
-    scale_down_delay: float = 300.0
-    lead_time: float = 180.0
-    headroom_sigmas: float = 2.0
-    reserve_mode: str = "auto"        # auto | fixed | none
-    reserve_count: int = 0
-    reserve_share: float = 0.5
+    """The policy's settings. Every default is the SpeechPipeline API's (speechops_contract.api
+    and the default tier), so a policy built without a spec decides as a spec that sets
+    nothing would; the fields below `reserve_share` are the policy's own."""
+    mode: str = Scaling.mode          # predictive | reactive | fixed
+    streams_per_replica: int = Capacity.streams_per_replica
+    target_utilization: float = Capacity.target_utilization
+    min_replicas: int = Capacity.min_replicas
+    max_replicas: int = Capacity.max_replicas
+    scale_down_delay: float = Scaling.scale_down_delay
+    lead_time: float = Scaling.lead_time
+    headroom_sigmas: float = _DEFAULT_TIER.headroom_sigmas
+    reserve_mode: str = Reserve.mode  # auto | fixed | none
+    reserve_count: int = Reserve.count
+    reserve_share: float = _DEFAULT_TIER.reserve_share
+    scale_down_max_share: float = Scaling.scale_down_max_percent / 100.0   # of the period's highest target
+    scale_down_period: float = Scaling.scale_down_period
     # True: the expected demand is planned at targetUtilization and the upper band at
     # full capacity (the headroom utilization leaves is what the band first uses up).
     # False: the upper band at targetUtilization, paying that headroom twice.
@@ -69,8 +77,6 @@ class PolicyConfig:
     # target while the running pods' full capacity still holds the upper band. A noisy
     # forecast otherwise adds a pod per wiggle, and each costs a window plus a drain.
     tolerance: float = 0.1
-    scale_down_max_share: float = 0.5     # of the period's highest target; 1.0: no limit
-    scale_down_period: float = 600.0
     # Serve with what the next tick needs and keep the rest of the forecast's pods drained
     # as warm spares (plan_replicas): they empty while still wanted, so a scale-down frees
     # them at once. False: every pod the forecast wants serves.
@@ -105,7 +111,7 @@ class LiveSignals:
     now: float                         # unix seconds
     replicas: int                      # worker pods now: serving, starting, draining and spares
     active_streams: float | None       # None: unknown (gateway metrics unreachable)
-    backlog_frames: float | None = None
+    backlog_chunks: float | None = None  # audio chunks received, not yet through VAD
     ready_replicas: int | None = None
     deployment_replicas: int | None = None  # the worker Deployment's .spec.replicas: pods it still has to make
     draining: int = 0                  # of `replicas`, pods draining that still hold streams
@@ -150,8 +156,8 @@ class Policy:
         if signals.active_streams is None:
             return None
         streams = max(signals.active_streams, 0.0)
-        if signals.backlog_frames:
-            streams += max(signals.backlog_frames, 0.0) / FRAMES_PER_STREAM_SECOND
+        if signals.backlog_chunks:
+            streams += max(signals.backlog_chunks, 0.0) / CHUNKS_PER_STREAM_SECOND
         return self.config.need(streams)
 
     def decide(self, signals: LiveSignals, forecast: Forecast | None, near: Forecast | None = None) -> Decision:
@@ -344,16 +350,16 @@ def plan_replicas(pods: Sequence[PodLoad], serving_target: int, keep_target: int
         return p.streams is None and not p.ready
 
     revivable = sorted((p for p in draining if not gone(p)), key=lambda p: (-load(p), p.name))
-    undrain = [p.name for p in revivable[:max(serving_target - len(ready), 0)]]
-    excess = max(len(ready) - serving_target, 0)
-    drain = [p.name for p in sorted(ready, key=lambda p: (load(p), p.name))[:excess] if p.streams is not None]
-
-    remove = [p.name for p in draining if gone(p)]
-    over = len(pods) - len(remove) - keep_target
-    spares = sorted(p.name for p in draining if p.streams == 0 and p.name not in undrain)
     starting = sorted((p.name for p in serving if not p.ready), reverse=True)
-    for name in (spares + starting)[:max(over, 0)]:
-        remove.append(name)
+    counts = plan_counts(ready=len(ready), answered=sum(p.streams is not None for p in ready),
+                         holding=sum(p.streams != 0 for p in revivable), spares=sum(p.streams == 0 for p in revivable),
+                         starting=len(starting), gone=len(draining) - len(revivable),
+                         serving_target=serving_target, keep_target=keep_target)
+    # Those with the most streams back first, the fewest drained first (answered ones only).
+    undrain = [p.name for p in revivable[:counts.undrain]]
+    drain = [p.name for p in sorted(ready, key=lambda p: (load(p), p.name))[:counts.drain]]
+    spares = sorted(p.name for p in draining if p.streams == 0 and p.name not in undrain)
+    remove = [p.name for p in draining if gone(p)] + spares[:counts.remove_spares] + starting[:counts.remove_starting]
 
     costs: dict[str, int] = {}
     for p in pods:
@@ -363,6 +369,34 @@ def plan_replicas(pods: Sequence[PodLoad], serving_target: int, keep_target: int
             costs[p.name] = DRAINING_COST + int(load(p) if p.streams is not None else 0)
         else:
             costs[p.name] = int(min(load(p), DRAINING_COST - 1))
-    missing = max(keep_target - (len(pods) - len(remove)), 0)
-    return DrainPlan(replicas=len(pods) - len(remove) + missing, drain=tuple(drain), remove=tuple(remove),
+    return DrainPlan(replicas=len(pods) - len(remove) + counts.start, drain=tuple(drain), remove=tuple(remove),
                      costs=costs, undrain=tuple(undrain))
+
+
+@dataclass(frozen=True)
+class PlanCounts:
+    undrain: int            # draining pods taken back, those holding streams first
+    drain: int              # ready serving pods told to drain
+    remove_spares: int      # drained, empty pods removed
+    remove_starting: int    # pods not ready yet removed (they hold no streams)
+    start: int              # new pods
+
+
+def plan_counts(*, ready: int, answered: int, holding: int, spares: int, starting: int, gone: int,
+                serving_target: int, keep_target: int) -> PlanCounts:
+    """How many pods `plan_replicas` takes back, drains, removes and starts, from counts
+    alone: the one rule the operator applies to named pods and the backtest's fleet to
+    counts. `ready`: ready serving pods, `answered` of them with a live stream count;
+    `holding`: draining pods with streams; `spares`: draining and empty; `starting`: not
+    ready yet; `gone`: draining pods whose gateway is gone (always removed)."""
+    keep_target = max(keep_target, serving_target)
+    undrain = min(max(serving_target - ready, 0), holding + spares)
+    drain = min(max(ready - serving_target, 0), answered)
+    # Spares taken back are no longer spares; holding pods are taken back first.
+    spares_left = spares - max(undrain - holding, 0)
+    over = max(ready + holding + spares + starting - keep_target, 0)
+    remove_spares = min(over, spares_left)
+    remove_starting = min(over - remove_spares, starting)
+    alive = ready + holding + spares + starting - remove_spares - remove_starting
+    return PlanCounts(undrain=undrain, drain=drain, remove_spares=remove_spares, remove_starting=remove_starting,
+                      start=max(keep_target - alive, 0))

@@ -38,8 +38,7 @@ MAX_POINTS = 10_000         # Prometheus refuses ranges over 11 000 points; stay
 
 # What a user whose Prometheus URL is wrong (a quickstart's in-cluster address on a
 # cluster without that Prometheus) needs to read in the condition.
-URL_HINT = ("set spec.scaling.prometheusUrl to a Prometheus this operator can reach, or remove it "
-            "to scale on the gateways' own stream counts")
+URL_HINT = "set spec.scaling.prometheusUrl to the Prometheus that scrapes this pipeline's gateways"
 
 
 class SignalError(Exception):
@@ -242,26 +241,3 @@ def read_pod_streams(pod: Mapping[str, Any], timeout: float = 1.0) -> float | No
     except ValueError:
         return None
     return None
-
-
-def request_drain(pod: Mapping[str, Any], timeout: float = 2.0) -> bool:
-    """POST /drain to one pod's gateway: it stops admitting streams and lets open ones end."""
-    return _post_admin(pod, "/drain", timeout)
-
-
-def request_undrain(pod: Mapping[str, Any], timeout: float = 2.0) -> bool:
-    """POST /undrain to one pod's gateway: it admits streams again (demand came back
-    before the pod emptied)."""
-    return _post_admin(pod, "/undrain", timeout)
-
-
-def _post_admin(pod: Mapping[str, Any], path: str, timeout: float) -> bool:
-    ip = pod_address(pod)
-    if not ip:
-        return False
-    req = urllib.request.Request(f"http://{ip}:{admin_port()}{path}", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
-    except (OSError, urllib.error.URLError, ValueError):
-        return False

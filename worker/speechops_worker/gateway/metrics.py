@@ -13,6 +13,15 @@ _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1
 _JITTER_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+_REJECTION_KINDS = {"over_capacity": "capacity", "draining": "drain", "inference": "server",
+                    "inference_unavailable": "server", "internal_error": "server"}
+
+
+def rejection_kind(reason: str) -> str:
+    """capacity | drain | server | client (anything else: the client's mistake)."""
+    return _REJECTION_KINDS.get(reason, "client")
+
+
 class GatewayMetrics:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -38,7 +47,10 @@ class GatewayMetrics:
         self.jitter = Histogram(names.M_JITTER, "Frame inter-arrival deviation from the audio duration", base,
                                 buckets=_JITTER_BUCKETS, registry=r)
         self.dropped = Counter(names.M_DROPPED_FRAMES.removesuffix("_total"), "Frames or events dropped", base + ["reason"], registry=r)
-        self.rejected = Counter(names.M_REJECTED_STREAMS.removesuffix("_total"), "Streams refused or failed", base + ["reason"], registry=r)
+        # kind: capacity (over_capacity: demand this replica could not serve, what the
+        # unserved alert counts), drain, client (the client's mistake), server (inference).
+        self.rejected = Counter(names.M_REJECTED_STREAMS.removesuffix("_total"), "Streams refused or failed",
+                                base + ["reason", "kind"], registry=r)
         self.auth_refused = Counter(names.M_AUTH_REFUSED.removesuffix("_total"),
                                     "Connections refused for a missing or wrong API key", ["namespace", "reason"],
                                     registry=r)
@@ -91,4 +103,4 @@ class PipelineMetrics:
         self._m.dropped.labels(*self._lbl, reason).inc(frames)
 
     def rejected(self, reason: str) -> None:
-        self._m.rejected.labels(*self._lbl, reason).inc()
+        self._m.rejected.labels(*self._lbl, reason, rejection_kind(reason)).inc()

@@ -15,6 +15,7 @@ from typing import Mapping, Protocol
 
 from picows import WSCloseCode, WSListener, WSMsgType
 
+from speechops_worker.audio_codec import CodecError, Decoder
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.pipeline import PipelinePlan
 from speechops_worker.gateway.session import Event, Session
@@ -47,6 +48,8 @@ class NativeConnection(WSListener):
         self.transport = None
         self.session: Session | None = None
         self._pipeline: str | None = None          # the pipeline `start` asked for
+        self._request: P.StartRequest | None = None
+        self._decoder: Decoder | None = None       # None: 16 kHz PCM16 goes to the session as it is
         self.done = False
         self.connected_at = time.monotonic()
         self.paused_since: float | None = None     # our writes are paused (the client is not reading)
@@ -73,7 +76,10 @@ class NativeConnection(WSListener):
             if frame.msg_type == WSMsgType.BINARY:
                 if self.session is None:
                     raise P.ProtocolError(P.E_NOT_STARTED, 'send {"type": "start", ...} before audio frames')
-                self.session.feed(frame.get_payload_as_bytes())
+                if self._decoder is None:
+                    self.session.feed(frame.get_payload_as_bytes())
+                else:
+                    self._feed_decoded(frame.get_payload_as_bytes())
             elif frame.msg_type == WSMsgType.TEXT:
                 try:
                     text = frame.get_payload_as_utf8_text()
@@ -113,14 +119,29 @@ class NativeConnection(WSListener):
             if self.session is not None:
                 raise P.ProtocolError(P.E_ALREADY_STARTED, "the stream has already started; open a new connection")
             req = P.parse_start(doc, self.streams.plans, self.streams.default_pipeline)
-            self._pipeline = req.pipeline
+            self._pipeline, self._request = req.pipeline, req
+            decoder = Decoder(req.audio_format)
+            self._decoder = None if decoder.passthrough else decoder
             self.session = self.streams.open_stream(req.pipeline, req.options, self)
         elif self.session is None:
             raise P.ProtocolError(P.E_NOT_STARTED, f'send {{"type": "start", ...}} before "{doc["type"]}"')
-        elif doc["type"] == "commit":
-            self.session.commit()
         else:
-            self.session.end("stop")
+            if self._decoder is not None and (tail := self._decoder.flush()):
+                self.session.feed(tail)
+            if doc["type"] == "commit":
+                self.session.commit()
+            else:
+                self.session.end("stop")
+
+    def _feed_decoded(self, data: bytes) -> None:
+        """8/24/48 kHz or G.711 -> 16 kHz PCM16 (soxr keeps a filter's worth back)."""
+        P.check_frame(len(data), self.streams.config.max_frame_bytes, self._decoder.format)
+        try:
+            pcm = self._decoder.push(data)
+        except CodecError as exc:
+            raise P.ProtocolError(P.E_ODD_FRAME, str(exc)) from None
+        if pcm:
+            self.session.feed(pcm)
 
     # ---------------------------------------------------------------- ending
 
@@ -163,7 +184,10 @@ class NativeConnection(WSListener):
         t = self.transport
         if self.done or t.is_disconnected:
             return
-        t.send(WSMsgType.TEXT, P.event(event.type, **event.data))
+        data = event.data
+        if event.type == "ready" and self._request is not None:   # what the client sends, not what the models read
+            data = {**data, "sample_rate": self._request.sample_rate, "encoding": self._request.encoding}
+        t.send(WSMsgType.TEXT, P.event(event.type, **data))
         if t.underlying_transport.get_write_buffer_size() > self._send_limit:
             self._cut_off()
 

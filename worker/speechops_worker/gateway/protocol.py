@@ -11,8 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-SAMPLE_RATE = 16000
+from speechops_worker.audio_codec import G711_RATE, PCM16, PCM_RATES, PCMA, PCMU, AudioFormat
+
+SAMPLE_RATE = 16000              # what the models read; other rates are resampled to it
 ENCODING = "pcm_s16le"
+# Native encoding names -> audio_codec's; G.711 (telephony) is 8 kHz only.
+ENCODINGS = {ENCODING: PCM16, "mulaw": PCMU, "alaw": PCMA}
 
 # Error codes a client can act on. Each error event is followed by `closed`.
 E_BAD_JSON = "invalid_json"
@@ -30,6 +34,7 @@ E_DRAINING = "draining"
 E_TRITON = "inference_unavailable"
 E_SLOW_CONSUMER = "slow_consumer"
 E_INTERNAL = "internal_error"
+E_UNKNOWN_FIELD = "unknown_field"
 
 
 class ProtocolError(Exception):
@@ -58,8 +63,13 @@ class StartRequest:
     encoding: str
     options: StreamOptions = field(default_factory=StreamOptions)
 
+    @property
+    def audio_format(self) -> AudioFormat:
+        return AudioFormat(ENCODINGS[self.encoding], self.sample_rate)
+
 
 _OPTION_KEYS = {"partial_interval_ms", "partials", "vad_probs", "prompt"}
+_START_KEYS = {"type", "pipeline", "sample_rate", "encoding", "options"}
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -81,13 +91,21 @@ def parse_start(doc: Mapping[str, Any], pipelines: Mapping[str, Any], default_pi
     if not isinstance(pipeline, str) or pipeline not in pipelines:
         known = ", ".join(sorted(pipelines)) or "none"
         raise ProtocolError(E_UNKNOWN_PIPELINE, f"unknown pipeline {pipeline!r}; this gateway serves: {known}")
-    rate = doc.get("sample_rate", SAMPLE_RATE)
-    if rate != SAMPLE_RATE or isinstance(rate, bool):
-        raise ProtocolError(E_SAMPLE_RATE, f"sample_rate must be {SAMPLE_RATE} (mono), got {rate!r}; resample first, "
-                                           f"e.g. `sox in.wav -r 16000 -c 1 -b 16 out.wav`")
+    unknown = set(doc) - _START_KEYS
+    if unknown:
+        raise ProtocolError(E_UNKNOWN_FIELD, f"unknown start fields {sorted(unknown)}; known: {sorted(_START_KEYS)}")
     encoding = doc.get("encoding", ENCODING)
-    if encoding != ENCODING:
-        raise ProtocolError(E_ENCODING, f"encoding must be {ENCODING!r} (16-bit little-endian PCM), got {encoding!r}")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(E_ENCODING, f"encoding must be one of {sorted(ENCODINGS)} ({ENCODING}: 16-bit "
+                                        f"little-endian PCM; mulaw, alaw: G.711 at 8000 Hz), got {encoding!r}")
+    # The pipeline's spec.streams.sampleRate unless the stream says otherwise.
+    streams = getattr(getattr(pipelines[pipeline], "spec", None), "streams", None)
+    rate = doc.get("sample_rate", G711_RATE if encoding != ENCODING else getattr(streams, "sample_rate", SAMPLE_RATE))
+    rates = PCM_RATES if encoding == ENCODING else (G711_RATE,)
+    if isinstance(rate, bool) or rate not in rates:
+        raise ProtocolError(E_SAMPLE_RATE, f"sample_rate for {encoding} must be one of {list(rates)} (mono), got "
+                                           f"{rate!r}; other audio: resample first, e.g. `sox in.wav -r 16000 -c 1 "
+                                           f"-b 16 out.wav`")
     raw = doc.get("options", {})
     if not isinstance(raw, dict):
         raise ProtocolError(E_BAD_OPTION, "options must be a JSON object")
@@ -115,12 +133,14 @@ def parse_start(doc: Mapping[str, Any], pipelines: Mapping[str, Any], default_pi
     )
 
 
-def check_frame(size: int, max_bytes: int) -> None:
-    """A binary frame's length: whole 16-bit samples, and not more than `max_bytes`."""
-    if size % 2:
+def check_frame(size: int, max_bytes: int, fmt: AudioFormat = AudioFormat()) -> None:
+    """A binary frame's length: whole samples, and not more than `max_bytes` of 16 kHz
+    PCM16 (scaled to the stream's format: the same duration)."""
+    if size % fmt.bytes_per_sample:
         raise ProtocolError(E_ODD_FRAME, f"binary frame has {size} bytes; PCM16 frames must have an even length")
-    if size > max_bytes:
-        raise ProtocolError(E_FRAME_TOO_BIG, f"binary frame has {size} bytes; the limit is {max_bytes} "
+    limit = max_bytes * fmt.rate * fmt.bytes_per_sample // (SAMPLE_RATE * 2)
+    if size > limit:
+        raise ProtocolError(E_FRAME_TOO_BIG, f"binary frame has {size} bytes; the limit is {limit} "
                                              f"({max_bytes // 2 / SAMPLE_RATE * 1000:.0f} ms); send 20-100 ms frames")
 
 

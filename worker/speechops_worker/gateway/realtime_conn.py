@@ -29,7 +29,7 @@ from speechops_worker.gateway.session import Event, Session
 
 log = logging.getLogger("speechops.gateway")
 
-MAX_APPEND_S = 15.0        # audio in one append: more is refused (audio_too_large)
+MAX_APPEND_S = 10.0        # audio in one append (24 kHz PCM16: 640 KB of base64, under MAX_WS_FRAME)
 # Why a session ended, as the protocol's error codes: a client learns why the socket closed.
 END_CODES = {"drain": P.E_DRAINING, "idle_timeout": "idle_timeout", "max_duration": "max_duration"}
 RETRY_AFTER = {"drain": 1.0}

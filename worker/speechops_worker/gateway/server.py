@@ -46,6 +46,7 @@ from speechops_worker.gateway.tls import CertReloader
 log = logging.getLogger("speechops.gateway")
 
 STREAM_PATH = "/v1/stream"
+MAX_WS_FRAME = 1 << 20
 
 
 @dataclass
@@ -135,8 +136,9 @@ class Gateway:
                 prepare=pcm16_to_float if vad else None)
         self._server = await ws_create_server(
             self._listener_for, self.config.host, self.config.port,
-            # A realtime append carries up to 15 s of base64 audio in one text frame.
-            max_frame_size=max(self.config.max_frame_bytes * 2, 2 * 1024 * 1024), websocket_handshake_timeout=5,
+            # Frames over max_frame_bytes get an `error` event from the protocol; only past
+            # this much (read into memory first) can picows do no more than close with 1009.
+            max_frame_size=MAX_WS_FRAME, websocket_handshake_timeout=5,
             # With TLS, asyncio's own SSL transport: the certificate is swapped per
             # handshake in the SNI callback, which picows' fast SSL engine does not survive.
             ssl=self.tls.server_context if self.tls else None, use_aiofastnet=False if self.tls else None)
@@ -293,7 +295,7 @@ class Gateway:
         self.active[pipeline] += 1
 
     def refused(self, pipeline: str | None, reason: str) -> None:
-        self.metrics.rejected.labels(self.config.namespace, pipeline or "", reason).inc()
+        self.metrics.pipeline(pipeline or self.default_pipeline or "").rejected(reason)
 
     def _forget(self, session: Session) -> None:
         if session in self.sessions:

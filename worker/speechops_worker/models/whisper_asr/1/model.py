@@ -1,6 +1,6 @@
-"""Triton Python backend: Whisper tiny.en (CTranslate2) over packed rows of many streams,
-decoded together in a few generate calls (speechops_worker.asr groups rows by prompt
-length and padded audio length). One instance serves all streams;
+"""Triton Python backend: Whisper (CTranslate2; tiny.en unless `model_path` names another)
+over packed rows of many streams (speechops_worker.asr encodes rows of equal padded
+length together and decodes each row on its own). One instance serves all streams;
 a stream's only state is what the gateway sends: its utterance so far and a prompt.
 """
 
@@ -25,10 +25,9 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from speechops_worker import backend  # noqa: E402
 from speechops_worker.asr import AsrInputError, DecodeOptions, WhisperAsr  # noqa: E402
 
-# Beam 2 against greedy on 12 espeak sentences (2 cores, int8): WER 0.079 vs 0.108 at
-# about the same cost per utterance; beam 3 was no better and slower. Variants served by
-# this file (whisper_asr_greedy) override these through config.pbtxt parameters.
-OPTIONS = DecodeOptions(beam_size=2, max_new_tokens=160)
+# DecodeOptions' defaults (greedy, a 15 s window); variants served by this file
+# (whisper_asr_greedy) and pipelines override them through config.pbtxt parameters.
+OPTIONS = DecodeOptions()
 
 
 class TritonPythonModel:

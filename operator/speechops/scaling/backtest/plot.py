@@ -116,3 +116,18 @@ def plot_backtest(path: str | Path, times: np.ndarray, demand: np.ndarray, resul
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def write_plot(path: str | Path, report: dict) -> None:
+    """The PNG of one backtest (needs the `plot` extra); takes the series out of the report."""
+    series = report.pop("_series")
+    q = report["ratios"]
+    subtitle = ("speechops: unserved {} x HPA, pod-hours {:.3f} x HPA, {:.3f} x oracle, {:.0f} streams cut"
+                .format("inf" if q["unserved_vs_hpa"] is None else f"{q['unserved_vs_hpa']:.3f}",
+                        q["pod_hours_vs_hpa"], q["pod_hours_vs_oracle"],
+                        report["results"]["speechops"]["streams_cut"]))
+    plot_backtest(path, series["times"], series["demand"], series["results"], title=report["trace"],
+                  scored_from=series["scored_from"], lead=series["lead"], subtitle=subtitle)
+    report["plot"] = str(path)
+
+

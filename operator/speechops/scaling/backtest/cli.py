@@ -1,8 +1,8 @@
-"""`speechops backtest`: the command line of the backtest in `simulate`.
+"""`speechops backtest`: the backtest's command line.
 
-Reads a trace CSV, or a running pipeline's own arrivals from Prometheus (`replay`), takes
-the policy settings from flags, a SpeechPipeline manifest (`--spec`) or the operator's
-defaults, in that order, runs `simulate.backtest` and prints its table, JSON or plot.
+Reads a trace CSV, or a running pipeline's own arrivals from Prometheus (`trace.fetch`),
+takes the policy settings from flags, a SpeechPipeline manifest (`--spec`) or the
+operator's defaults, in that order, runs `run.backtest` and prints its table, JSON or plot.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ import yaml
 
 from speechops_contract.api import Scaling, SpecError, parse_duration, parse_spec
 from speechops_contract.profiles import PROFILES, profile
-from speechops.scaling import replay, simulate
-from speechops.scaling.plot import PlotUnavailable, require_matplotlib
+import speechops.scaling.backtest as package
+from speechops.scaling.backtest import trace as replay
+from speechops.scaling.backtest.options import DEFAULT_PROFILE, TICK, Options
+from speechops.scaling.backtest.plot import PlotUnavailable, require_matplotlib, write_plot
+from speechops.scaling.backtest.report import format_table, observed_fit
+from speechops.scaling.backtest.run import backtest
+from speechops.scaling.backtest.trace import Trace, TraceError, load_trace
 from speechops.scaling.signals import STEP, PrometheusSource, SignalError
-from speechops.scaling.simulate import (DEFAULT_PROFILE, TICK, Options, Trace, TraceError, backtest, format_table,
-                                        load_trace, observed_fit, write_plot)
 
 
 def _from_prometheus(args: argparse.Namespace, duration: float | None,
@@ -78,7 +81,7 @@ _POLICY_DEFAULTS = {**{key: getattr(Options(), key) for key in ("capacity", "uti
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="speechops backtest", description=simulate.__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="speechops backtest", description=package.__doc__.split("\n\n")[0])
     ap.add_argument("trace", nargs="?", help="CSV of timestamp,value arrivals (any fixed step; gaps allowed)")
     ap.add_argument("--prometheus", metavar="URL",
                     help="replay a running pipeline's own arrivals from this Prometheus instead of a CSV")
