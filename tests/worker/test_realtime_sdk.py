@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.triton, pytest.mark.asyncio,
 ALSA = Path("/usr/share/sounds/alsa")
 ASR = parse_spec({"stages": [{"name": "vad", "model": "silero_vad"},
                              {"name": "asr", "model": "whisper_asr", "dependsOn": ["vad"]}]})
-NEVER_DEGRADE = {"degrade_after_s": 1e9, "restore_below_s": 1e9}
+NEVER_DEGRADE = {"degrade_after_s": 1e9, "restore_below_s": 1e9, "load_admission": False}
 SENTENCE = "The weather today is sunny with a light breeze from the west."
 OTHER = "Turn off the lights in the kitchen before you go to bed."
 # Streams paced in real time get partials, whose stable words the final keeps: on a loaded
@@ -152,12 +152,12 @@ async def test_partials_arrive_as_append_only_deltas_that_add_up_to_the_transcri
     text = "Please call Stella and ask her to bring these things with her from the store."
     pcm = padded(speech.synthesize(text, sample_rate=24000), 24000)
     async with gateway(triton_server) as gw:
-        result = await sdk_session(gw, wire(pcm, 24000, "pcm"), "pcm", speed=4.0)
+        result = await sdk_session(gw, wire(pcm, 24000, "pcm"), "pcm", speed=1.0)
     (done,) = result.of("conversation.item.input_audio_transcription.completed")
     deltas = [e for e in result.of("conversation.item.input_audio_transcription.delta") if e["item_id"] == done["item_id"]]
     assert len(deltas) >= 2, "partials should come while the long sentence streams"
     assert "".join(d["delta"] for d in deltas).strip() == done["transcript"].strip()
-    assert word_error_rate(text, done["transcript"]) <= 0.15
+    assert word_error_rate(text, done["transcript"]) <= PACED_WER
 
 
 async def test_two_turns_are_two_items_in_order(triton_server):
