@@ -19,6 +19,12 @@ def load_crd() -> dict[str, Any]:
     return yaml.safe_load(CRD_PATH.read_text())
 
 
+def load_pipeline(path: Path) -> dict[str, Any]:
+    """The SpeechPipeline document of a manifest file (an example may also hold its Namespace)."""
+    (doc,) = [d for d in yaml.safe_load_all(Path(path).read_text()) if d and d.get("kind") == "SpeechPipeline"]
+    return doc
+
+
 def root_schema(crd: dict[str, Any] | None = None) -> dict[str, Any]:
     crd = crd or load_crd()
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

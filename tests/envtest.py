@@ -413,11 +413,29 @@ class ControlPlane:
                 ns = (doc["metadata"].get("namespace") or namespace) if resource.namespaced else None
                 result = resource.server_side_apply(
                     body=doc, name=doc["metadata"]["name"], namespace=ns, field_manager=field_manager,
-                    force_conflicts=True, dry_run="All" if dry_run else None)
+                    force_conflicts=True, dry_run="All" if dry_run else None,
+                    # as kubectl: an unknown or duplicate field is an error, not a warning
+                    query_params=[("fieldValidation", "Strict")])
                 out.append(result.to_dict())
                 if doc["kind"] == "CustomResourceDefinition" and not dry_run:
                     self.wait_established(doc["metadata"]["name"])
         return out
+
+    def delete(self, docs, *, namespace: str | None = None) -> None:
+        """Deletes the objects the manifests name (a missing one is fine)."""
+        from kubernetes.dynamic import DynamicClient
+        from kubernetes.dynamic.exceptions import NotFoundError
+        with self.api_client() as api:
+            dynamic = DynamicClient(api)
+            for doc in docs:
+                if not doc:
+                    continue
+                resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+                ns = (doc["metadata"].get("namespace") or namespace) if resource.namespaced else None
+                try:
+                    resource.delete(name=doc["metadata"]["name"], namespace=ns)
+                except NotFoundError:
+                    pass
 
     def wait_established(self, crd_name: str, timeout: float = 30.0) -> dict:
         """Waits for a CustomResourceDefinition's Established condition; returns the CRD."""

@@ -63,6 +63,21 @@ def parse_duration(text: str | int | float) -> float:
 
 
 @dataclass(frozen=True)
+class WhisperModel:
+    """The CTranslate2 Whisper model a whisper_asr stage runs (and its fallback model).
+    At most one source: a PersistentVolumeClaim, an image an init container copies
+    from, or a directory already in the Triton container; none is the packaged tiny.en."""
+    pvc_claim_name: str | None = None
+    pvc_sub_path: str | None = None
+    image: str | None = None
+    image_path: str = "/model"
+    path: str | None = None
+    # Multilingual models: the spoken language ("" = detect per utterance) and the task.
+    language: str = ""
+    task: str = "transcribe"
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     model: str
@@ -72,6 +87,7 @@ class Stage:
     # An optional stage may be skipped under overload (graceful degradation).
     optional: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
+    whisper: WhisperModel | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +308,9 @@ def _read_stages(r: _Reader, raw: Any) -> tuple[Stage, ...]:
             r.fail(f"{path}.dependsOn", "must be a list of stage names")
             deps = []
         options = r.mapping(item.get("options"), f"{path}.options")
+        for key in sorted(set(options) & _MODEL_OPTIONS_MOVED):
+            r.fail(f"{path}.options.{key}", f"is set through {path}.whisper (pvc, image or path, language, task)")
+        whisper = _read_whisper(r, item, path, model)
         version = item.get("version", "1")
         stages.append(Stage(
             name=name or f"stage-{i}",
@@ -301,9 +320,62 @@ def _read_stages(r: _Reader, raw: Any) -> tuple[Stage, ...]:
             fallback_model=r.string(item, "fallbackModel", path, None),
             optional=bool(item.get("optional", False)),
             options={str(k): str(v) for k, v in options.items()},
+            whisper=whisper,
         ))
     _check_stage_graph(r, stages)
+    _check_whisper_models(r, stages)
     return tuple(stages)
+
+
+# Model parameters a pipeline sets through `whisper`, not `options`.
+_MODEL_OPTIONS_MOVED = {"model_path", "language", "task"}
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$|^haw$|^yue$")
+
+
+def _read_whisper(r: _Reader, item: Mapping, path: str, model: str | None) -> WhisperModel | None:
+    if item.get("whisper") is None:
+        return None
+    path = f"{path}.whisper"
+    raw = r.mapping(item.get("whisper"), path)
+    from speechops_contract.catalog import runs_whisper
+    if model is not None and not runs_whisper(model):
+        r.fail(path, f"is only for Whisper stages (model whisper_asr or its variants), not {model!r}")
+    pvc = r.mapping(raw.get("pvc"), f"{path}.pvc")
+    img = r.mapping(raw.get("image"), f"{path}.image")
+    local = r.string(raw, "path", path, None)
+    if sum(raw.get(key) is not None for key in ("pvc", "image", "path")) > 1:
+        r.fail(path, "set one of pvc, image or path, not several")
+    if raw.get("pvc") is not None and not pvc.get("claimName"):
+        r.fail(f"{path}.pvc.claimName", "is required")
+    if raw.get("image") is not None and not img.get("image"):
+        r.fail(f"{path}.image.image", "is required")
+    for key, value in (("path", local), ("image.path", img.get("path"))):
+        if value is not None and not str(value).startswith("/"):
+            r.fail(f"{path}.{key}", f"must be an absolute path, got {value!r}")
+    language = raw.get("language") or ""      # empty: detect per utterance
+    if language and (not isinstance(language, str) or not _LANGUAGE_RE.match(language)):
+        r.fail(f"{path}.language", f"must be a Whisper language code such as en, de, fr, ja (or empty to detect), "
+                                   f"got {language!r}")
+    task = r.choice(raw, "task", path, "transcribe", ("transcribe", "translate"))
+    return WhisperModel(
+        pvc_claim_name=pvc.get("claimName") or None, pvc_sub_path=pvc.get("subPath") or None,
+        image=img.get("image") or None, image_path=str(img.get("path", "/model")),
+        path=local, language=language, task=task)
+
+
+def _check_whisper_models(r: _Reader, stages: list[Stage]) -> None:
+    """One Triton model has one configuration: stages running the same Whisper model
+    (or fallback) must ask for the same weights."""
+    seen: dict[str, tuple[int, WhisperModel | None]] = {}
+    for i, stage in enumerate(stages):
+        for model in (stage.model, stage.fallback_model):
+            if not model:
+                continue
+            if model in seen and seen[model][1] != stage.whisper and (stage.whisper or seen[model][1]):
+                r.fail(f"spec.stages[{i}].whisper",
+                       f"differs from spec.stages[{seen[model][0]}]'s, which runs {model} too; "
+                       "one model name serves one Whisper model")
+            seen.setdefault(model, (i, stage.whisper))
 
 
 def _check_stage_graph(r: _Reader, stages: list[Stage]) -> None:

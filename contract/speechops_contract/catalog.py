@@ -106,3 +106,13 @@ MODELS: dict[str, ModelSpec] = {
         description="Audio level and clipping analytics; runs in parallel with ASR",
     ),
 }
+
+# Where a stage's Whisper model from a PVC or an image is mounted in the Triton container:
+# WHISPER_MOUNT/<stage name> (the operator mounts it, the model's model_path names it).
+WHISPER_MOUNT = "/whisper"
+
+
+def runs_whisper(model: str) -> bool:
+    """Whether `model` is served by the Whisper backend (whisper_asr and its variants)."""
+    spec = MODELS.get(model)
+    return spec is not None and (spec.code or spec.name) == "whisper_asr"

@@ -7,7 +7,7 @@ are this builder's output for the interactive profile (a test keeps them equal).
 
 from __future__ import annotations
 
-from speechops_contract.catalog import MODELS, ModelSpec, Tensor
+from speechops_contract.catalog import MODELS, WHISPER_MOUNT, ModelSpec, Tensor, runs_whisper
 
 
 # Model configs name a few types differently from the wire protocol (catalog.py uses the latter).
@@ -59,3 +59,41 @@ def render(model: str, *, instance_kind: str = "KIND_AUTO", instances: int = 1,
     for key in sorted(params):
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{params[key]}" }} }}')
     return "\n".join(lines) + "\n"
+
+
+def whisper_model_dir(stage) -> str | None:
+    """The directory in the Triton container holding `stage`'s Whisper model, or None
+    for the packaged default (`stage` is an api.Stage)."""
+    whisper = stage.whisper
+    if whisper is None:
+        return None
+    if whisper.path:
+        return whisper.path
+    if whisper.pvc_claim_name or whisper.image:
+        return f"{WHISPER_MOUNT}/{stage.name}"
+    return None
+
+
+def stage_parameters(stage, model: str) -> dict[str, str]:
+    """config.pbtxt parameters that pipeline `stage` sets on `model`, its model or its
+    fallback: the stage's options (its own model only) and its Whisper model, language
+    and task (both, so the fallback decodes with the same weights)."""
+    params = dict(stage.options) if model == stage.model else {}
+    if stage.whisper is not None and runs_whisper(model):
+        model_dir = whisper_model_dir(stage)
+        if model_dir:
+            params["model_path"] = model_dir
+        if stage.whisper.language:
+            params["language"] = stage.whisper.language
+        params["task"] = stage.whisper.task
+    return params
+
+
+def pipeline_parameters(stages) -> dict[str, dict[str, str]]:
+    """{model: parameters} for every model the stages run (see stage_parameters)."""
+    out: dict[str, dict[str, str]] = {}
+    for stage in stages:
+        for model in (stage.model, stage.fallback_model):
+            if model and model not in out:
+                out[model] = stage_parameters(stage, model)
+    return out

@@ -55,6 +55,8 @@ def plan_documents(docs: list[Any], default_namespace: str) -> tuple[list[dict[s
         if not isinstance(doc, dict):
             errors.append(f"{where}: expected a SpeechPipeline object, got {type(doc).__name__}")
             continue
+        if doc.get("kind") == "Namespace" and doc.get("apiVersion") == "v1":
+            continue   # a manifest that creates its own namespace (the examples do)
         if doc.get("kind") != api.KIND or doc.get("apiVersion") != api.API_VERSION:
             errors.append(f"{where}: kind/apiVersion must be {api.KIND}/{api.API_VERSION}, "
                           f"got {doc.get('kind')}/{doc.get('apiVersion')}")

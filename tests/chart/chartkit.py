@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
+import helm_python as helm
 import yaml
 
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk (test extra) is not installed")
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "speechops"

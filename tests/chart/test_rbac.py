@@ -43,7 +43,7 @@ from kopf._cogs.structs import references as kopf_refs
 from chartkit import VALUE_SETS, by_kind, chart_crds, manifests
 
 speechops = importlib.import_module("speechops")
-kube = pytest.importorskip("speechops.kube", reason="operator Kubernetes client not merged yet")
+kube = importlib.import_module("speechops.kube")
 reconcile = importlib.import_module("speechops.reconcile")
 api = importlib.import_module("speechops_contract.api")
 

@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from speechops_contract import profiles
+from speechops import operator_main
 from speechops.cluster_defaults import ENV_WORKER_GPUS
 from chartkit import KUBE_VERSIONS, VALUE_SETS, by_kind, chart_crds, manifests, render
 
@@ -194,7 +195,6 @@ def test_standalone_operator_runs_without_a_shell(tmp_path):
 
 @pytest.mark.parametrize("values_id", VALUE_SETS)
 def test_operator_cli_accepts_the_chart_arguments(values_id, tmp_path):
-    operator_main = pytest.importorskip("speechops.operator_main", reason="operator CLI not merged yet")
     container = _operator(manifests(VALUE_SETS[values_id]))["spec"]["template"]["spec"]["containers"][0]
     argv = _run_operator_command(container, tmp_path)
     assert argv[0] == "run"

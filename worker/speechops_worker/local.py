@@ -86,6 +86,17 @@ def _progress(message: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
+def local_parameters(spec: PipelineSpec) -> dict[str, dict[str, str]]:
+    """config.pbtxt parameters per model, as the operator sets them. A Whisper model from
+    a PVC or an image exists only in a cluster; here it must be a local `whisper.path`."""
+    from speechops_contract.model_config import pipeline_parameters
+    for i, stage in enumerate(spec.stages):
+        if stage.whisper is not None and (stage.whisper.pvc_claim_name or stage.whisper.image):
+            raise UpError(f"spec.stages[{i}].whisper: pvc and image sources need a cluster; "
+                          "for speechops up set whisper.path to a local CTranslate2 Whisper directory")
+    return pipeline_parameters(spec.stages)
+
+
 @contextmanager
 def local_triton(name: str, spec: PipelineSpec, progress=_progress) -> Iterator[Any]:
     """The real tritonserver with the models this pipeline needs, on free ports."""
@@ -94,7 +105,9 @@ def local_triton(name: str, spec: PipelineSpec, progress=_progress) -> Iterator[
     models = sorted(plan_pipeline(name, spec).models)
     with tempfile.TemporaryDirectory(prefix="speechops-models-") as tmp:
         progress(f"model repository: {', '.join(models)} (profile {spec.profile})")
-        repo = build_model_repository(tmp, models, idle_timeout_s=spec.streams.idle_timeout)
+        # The pipeline's own model parameters: its Whisper model, language and task.
+        repo = build_model_repository(tmp, models, idle_timeout_s=spec.streams.idle_timeout,
+                                      parameters=local_parameters(spec))
         progress("starting tritonserver (loading models: Silero VAD, Whisper tiny.en) ...")
         with TritonServer(repo, on_progress=lambda m: progress(f"triton: {m}")) as triton:
             progress(f"triton ready in {triton.startup_s or 0:.1f}s, gRPC {triton.grpc_url}")

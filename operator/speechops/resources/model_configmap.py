@@ -24,13 +24,9 @@ def config_key(model: str) -> str:
 
 def model_configs(spec: PipelineSpec) -> dict[str, str]:
     """{config_key(model): config.pbtxt text} for every catalog model the stages use."""
-    data: dict[str, str] = {}
-    for stage in spec.stages:
-        for model in (stage.model, stage.fallback_model):
-            if model and model in MODELS and config_key(model) not in data:
-                data[config_key(model)] = model_config.render(
-                    model, idle_timeout_s=spec.streams.idle_timeout,
-                    parameters=dict(stage.options) if model == stage.model else None)
+    data = {config_key(model): model_config.render(model, idle_timeout_s=spec.streams.idle_timeout,
+                                                   parameters=params or None)
+            for model, params in model_config.pipeline_parameters(spec.stages).items() if model in MODELS}
     return dict(sorted(data.items()))
 
 

@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from speechops_contract import names
+from speechops_contract import model_config, names
 from speechops_contract.api import PipelineSpec
 from speechops_contract.profiles import profile as get_profile
 from speechops.resources.meta import CONTAINER_SECURITY, labels, object_meta, pod_security, selector_labels
@@ -74,6 +74,7 @@ def worker_spec_json(spec: PipelineSpec) -> str:
                 "name": s.name, "model": s.model, "version": s.version, "dependsOn": list(s.depends_on),
                 **({"fallbackModel": s.fallback_model} if s.fallback_model else {}),
                 "optional": s.optional, "options": dict(s.options),
+                **({"whisper": _whisper_json(s.whisper)} if s.whisper else {}),
             }
             for s in spec.stages
         ],
@@ -88,6 +89,18 @@ def worker_spec_json(spec: PipelineSpec) -> str:
         },
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _whisper_json(whisper) -> dict[str, Any]:
+    doc: dict[str, Any] = {"language": whisper.language, "task": whisper.task}
+    if whisper.pvc_claim_name:
+        doc["pvc"] = {"claimName": whisper.pvc_claim_name,
+                      **({"subPath": whisper.pvc_sub_path} if whisper.pvc_sub_path else {})}
+    if whisper.image:
+        doc["image"] = {"image": whisper.image, "path": whisper.image_path}
+    if whisper.path:
+        doc["path"] = whisper.path
+    return doc
 
 
 def termination_grace_seconds(spec: PipelineSpec) -> int:
@@ -270,15 +283,50 @@ def secret_volumes(spec: PipelineSpec) -> list[dict[str, Any]]:
     return out
 
 
+def whisper_sources(spec: PipelineSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, init containers, Triton volume mounts) for the Whisper models stages take
+    from a PVC (mounted read-only) or an image (copied by an init container into an
+    emptyDir), each at model_config.whisper_model_dir(stage)."""
+    volumes, init, mounts = [], [], []
+    small = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    for stage in spec.stages:
+        whisper, model_dir = stage.whisper, model_config.whisper_model_dir(stage)
+        if whisper is None or not (whisper.pvc_claim_name or whisper.image):
+            continue
+        volume = f"whisper-{stage.name}"[:63].rstrip("-")
+        mount = {"name": volume, "mountPath": model_dir, "readOnly": True}
+        if whisper.pvc_claim_name:
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": whisper.pvc_claim_name,
+                                                                       "readOnly": True}})
+            if whisper.pvc_sub_path:
+                mount["subPath"] = whisper.pvc_sub_path
+        else:
+            # Large models (large-v3 is 3 GB in float16): no memory medium, no size limit.
+            volumes.append({"name": volume, "emptyDir": {}})
+            init.append({
+                "name": f"copy-{volume}"[:63].rstrip("-"),
+                "image": whisper.image,
+                "command": ["cp", "-R", f"{whisper.image_path.rstrip('/')}/.", f"{model_dir}/"],
+                "securityContext": CONTAINER_SECURITY,
+                "resources": small,
+                "volumeMounts": [{"name": volume, "mountPath": model_dir}],
+            })
+        mounts.append(mount)
+    return volumes, init, mounts
+
+
 def pod_spec(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
     source_volume, init = _model_source(spec)
+    whisper_volumes, whisper_init, whisper_mounts = whisper_sources(spec)
+    triton = triton_container(spec)
+    triton["volumeMounts"] += whisper_mounts
     return {
         "priorityClassName": get_profile(spec.profile).priority_class,
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         "automountServiceAccountToken": False,   # workers never talk to the API server
         "enableServiceLinks": False,
         "securityContext": pod_security(),
-        "initContainers": init + [triton_container(spec)],
+        "initContainers": init + whisper_init + [triton],
         "containers": [gateway_container(pipeline, spec)],
         "volumes": [
             source_volume,
@@ -287,6 +335,7 @@ def pod_spec(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "triton-tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            *whisper_volumes,
             *secret_volumes(spec),
         ],
         "topologySpreadConstraints": _topology_spread(pipeline),

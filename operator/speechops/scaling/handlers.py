@@ -64,14 +64,16 @@ async def apply(kube: KubeClient, result: controller.TickResult, *, namespace: s
         status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
         result.condition_reason, result.condition_message, generation)
     patch.status.update(controller.status_changes(status, wanted))
-    if result.announce:
+    # No worker Deployment yet (the operator's to create): no replicas changed.
+    announce = result.announce and worker_replicas is not None
+    if announce:
         kopf.event(body, type="Normal", reason=d.reason, message=result.message)
     fallback = fallback_change(status.get("conditions"), result)
     if fallback is not None:
         kopf.event(body, type=fallback[0], reason=fallback[1], message=result.condition_message[:1000])
     # One line per decision: a change of replicas, or a fallback that starts or ends (not
     # every tick it lasts).
-    if result.announce or fallback is not None:
+    if announce or fallback is not None:
         logs.decision(logger, f"{namespace}/{name}", d.reason, result.message, replicas=f"{d.previous}->{d.replicas}",
                       deployment_replicas=plan.replicas, reserve=d.reserve,
                       live_streams=result.live_streams, scaling_active=result.scaling_active,

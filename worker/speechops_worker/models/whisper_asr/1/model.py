@@ -39,7 +39,9 @@ class TritonPythonModel:
         self.asr = WhisperAsr(params.get("model_path") or None, device=device,
                               device_index=int(args.get("model_instance_device_id", 0)),
                               threads=threads, options=OPTIONS.with_parameters(params))
-        pb_utils.Logger.log_info(f"{self.name} ready on {device} ({self.asr.compute_type}), {self.asr.options}")
+        kind = "multilingual" if self.asr.multilingual else "English-only"
+        pb_utils.Logger.log_info(f"{self.name} ready on {device} ({self.asr.compute_type}): {kind} Whisper, "
+                                 f"{self.asr.n_mels} mel bins, from {self.asr.path}; {self.asr.options}")
 
     def execute(self, requests):
         responses = []
