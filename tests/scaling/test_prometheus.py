@@ -72,6 +72,22 @@ def test_tick_forecasts_from_two_weeks_and_sizes_replicas(prometheus):
     assert again.history_points <= 1
 
 
+def test_the_capacity_the_gateways_measured_is_shown_and_an_overstated_one_warned(prometheus):
+    now = prometheus.end + 30
+    _, fits = run_tick(prometheus.url, pods=[ready_pod("w-1")], now=now)          # streamsPerReplica 16
+    assert fits.measured_capacity == 12                      # the most any replica measured
+    assert fits.status_patch("t")["measuredStreamsPerReplica"] == 12
+    assert fits.capacity_condition()[:2] == (True, "WithinMeasured")
+    _, over = run_tick(prometheus.url, spec={**SPEC, "capacity": {**SPEC["capacity"], "streamsPerReplica": 64}},
+                       pods=[ready_pod("w-1")], now=now)
+    status, reason, message = over.capacity_condition()
+    assert (status, reason) == (False, "StreamsPerReplicaAboveMeasured")
+    assert "streamsPerReplica is 64" in message and "at most 12 streams" in message
+    assert over.scaling_active                                # informational: the scaler goes on
+    _, unknown = run_tick(None, pods=[ready_pod("w-1")], streams={"w-1": 3.0}, now=now)
+    assert unknown.capacity_condition() is None and "measuredStreamsPerReplica" not in unknown.status_patch("t")
+
+
 def test_slow_pod_starts_lengthen_the_lead(prometheus):
     pods = [ready_pod("w-1", ready_at="2026-01-01T00:05:00Z")]     # 300 s to ready
     _, result = run_tick(prometheus.url, pods=pods, now=prometheus.end + 30)

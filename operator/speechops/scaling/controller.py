@@ -73,6 +73,9 @@ def _headroom(config: PolicyConfig) -> HeadroomController:
     return HeadroomController(config.availability, config.headroom_sigmas)
 
 
+CAPACITY_OVERSTATED = 2.0
+
+
 @dataclass(frozen=True)
 class TickResult:
     decision: Decision
@@ -99,6 +102,26 @@ class TickResult:
     announce: bool = False
     # The availability objective and its error budget (availability_report).
     availability: Mapping[str, float | None] = field(default_factory=dict)
+    # What the gateways measured a replica can hold within the tier's latency target (None:
+    # not known), against what spec.capacity.streamsPerReplica says.
+    measured_capacity: int | None = None
+    streams_per_replica: int = 0
+
+    def capacity_condition(self) -> tuple[bool, str, str] | None:
+        """(status, reason, message) of CapacityAsMeasured, or None when nothing was measured.
+        False when streamsPerReplica is over CAPACITY_OVERSTATED x the measured capacity: the
+        scaler sizes the fleet by streamsPerReplica, so it plans too few pods and the
+        gateways refuse what it thought they would hold."""
+        m = self.measured_capacity
+        if m is None:
+            return None
+        if self.streams_per_replica > CAPACITY_OVERSTATED * max(m, 1):
+            return (False, "StreamsPerReplicaAboveMeasured",
+                    f"spec.capacity.streamsPerReplica is {self.streams_per_replica}, but the gateways measured that a "
+                    f"replica holds at most {m} streams within the tier's latency target: the scaler plans too few "
+                    f"replicas and the rest are refused (over_capacity); lower streamsPerReplica towards {m}")
+        return True, "WithinMeasured", (f"spec.capacity.streamsPerReplica {self.streams_per_replica} is within "
+                                        f"{CAPACITY_OVERSTATED:g}x the {m} streams a replica measured it holds")
 
     @property
     def message(self) -> str:
@@ -117,6 +140,8 @@ class TickResult:
                 **({} if a["remaining"] is None else {"budgetRemaining": round(100 * a["remaining"], 1)}),
                 **({} if a["burn_1h"] is None else {"burnRate1h": round(a["burn_1h"], 2)}),
                 "headroomSigmas": round(a["sigmas"], 2)}
+        if self.measured_capacity is not None:
+            status["measuredStreamsPerReplica"] = self.measured_capacity
         if d.forecast is not None:
             f = d.forecast
             status["forecast"] = {
@@ -210,7 +235,7 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
         if state.forecaster is not None:
             state.forecaster.set_lead(lead)
 
-    live = backlog = None
+    live = backlog = measured = None
     forecaster = coverage = None
     active, reason, message = True, "Forecasting", ""
     points = 0
@@ -223,6 +248,10 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
             q = queries_for(spec.scaling.queries, namespace, name)
             live = source.instant(q["streams"], "live streams")
             backlog = source.instant(q["backlog"], "backlog")
+            try:   # informational: a gateway without the series must not stop the scaler
+                measured = source.instant(q["capacity"], "measured capacity")
+            except SignalError:
+                measured = None
             if cfg.mode == "predictive":
                 points = _feed_history(state, source, q["streams"], now, spec.scaling.history)
                 if state.forecaster is not None and state.forecaster.observations:
@@ -285,7 +314,9 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                       band_coverage=None if coverage is None else coverage[0],
                       band_target=state.forecaster.quantile if forecast is not None
                       and state.forecaster.band_sigmas > 0 else None,
-                      availability=availability_report(state.headroom))
+                      availability=availability_report(state.headroom),
+                      measured_capacity=None if measured is None else int(measured),
+                      streams_per_replica=spec.capacity.streams_per_replica)
 
 
 def availability_report(headroom: HeadroomController) -> dict[str, float | None]:

@@ -63,6 +63,13 @@ async def apply(kube: KubeClient, result: controller.TickResult, *, namespace: s
     wanted["conditions"] = conditions.set_condition(
         status.get("conditions"), conditions.SCALING_ACTIVE, result.scaling_active,
         result.condition_reason, result.condition_message, generation)
+    capacity = result.capacity_condition()
+    if capacity is not None:
+        old = conditions.get_condition(status.get("conditions"), conditions.CAPACITY_AS_MEASURED)
+        wanted["conditions"] = conditions.set_condition(wanted["conditions"], conditions.CAPACITY_AS_MEASURED,
+                                                        *capacity, generation)
+        if not capacity[0] and (old is None or old.get("status") != "False"):
+            kopf.event(body, type="Warning", reason=capacity[1], message=capacity[2][:1000])
     patch.status.update(controller.status_changes(status, wanted))
     # No worker Deployment yet (the operator's to create): no replicas changed.
     announce = result.announce and worker_replicas is not None

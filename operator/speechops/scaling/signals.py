@@ -30,6 +30,10 @@ DEFAULT_QUERIES: dict[str, str] = {
     # Demand: streams open on the pipeline's gateways (history and now).
     "streams": f"sum({names.M_ACTIVE_STREAMS}{_SELECTOR})",
     "backlog": f"sum({names.M_BACKLOG}{_SELECTOR})",
+    # The most streams any of the pipeline's gateways measured it can hold within the
+    # tier's latency target, over the last 10 minutes (a replica that just started
+    # admits in steps, so one moment of one pod would understate it).
+    "capacity": f"max(max_over_time({names.M_STREAM_CAPACITY}{_SELECTOR}[10m]))",
     "p99": (f"histogram_quantile(0.99, sum by (le) "
             f"(rate({names.M_STAGE_LATENCY}_bucket{_SELECTOR}[5m])))"),
 }
