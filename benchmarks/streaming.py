@@ -10,10 +10,17 @@ Prints, from one run (see the issue for the targets on 2 cores):
      p99 <= 25 ms (and <= 300 ms);
   5. VAD + ASR at 50% speech, partials every 500 ms: partial and final (end of speech ->
      final) p50/p99 as streams grow; the most streams with partial p99 <= 300 ms and
-     final p99 <= 500 ms;
-  6. on real human recordings (tests/human_speech.py), per recording: streamed WER against
+     final p99 <= 500 ms.
+  6. Admission by load: ASR streams offered faster than the replica can serve them (a
+     gateway with admission on; refused clients retry after retry_after_s): the streams
+     it admitted, the capacity it measured, and the admitted streams' final p99 against
+     the tier's target.
+  7. on real human recordings (tests/human_speech.py), per recording: streamed WER against
      whole-file WER of the same model, and streamed transcripts that repeat a phrase.
-Sections 2, 3 and 6 run before the load steps so the overload of 4 and 5 (allocator high
+Sections 4 and 5 also print what a stream costs: the gateway's CPU per second of audio
+against the models' (tritonserver's) on the same step. Sections 1-5 run a gateway with
+load admission off (they measure the frontier past it).
+Sections 2, 3 and 7 run before the load steps so the overload of 4 and 5 (allocator high
 water, degradation) does not colour them.
 
 Run:  PYTHONPATH=operator:worker python benchmarks/streaming.py [--quick]
@@ -107,27 +114,38 @@ class Stack:
 
     def __init__(self, models: list[str]):
         self.models = models
+        self.extra: list[subprocess.Popen] = []
 
     def __enter__(self) -> "Stack":
         self.tmp = tempfile.TemporaryDirectory(prefix="speechops-bench-")
         repo = launcher.build_model_repository(Path(self.tmp.name) / "repo", self.models)
         self.triton = launcher.TritonServer(repo, on_progress=lambda m: print(f"  triton: {m}", flush=True))
         self.triton.start()
+        self.gateway, self.url, _ = self.spawn_gateway(load_admission=False)
+        return self
+
+    def spawn_gateway(self, load_admission: bool) -> tuple[subprocess.Popen, str, str]:
+        """A gateway process on this Triton: (process, stream URL, admin URL)."""
         pipelines = Path(self.tmp.name) / "pipelines.yaml"
         pipelines.write_text(PIPELINES)
         port, admin = launcher.free_ports(2)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in launcher.source_roots()))
-        self.gateway = subprocess.Popen(
+        gateway = subprocess.Popen(
             [sys.executable, "-m", "speechops_worker.gateway", "--pipelines", str(pipelines), "--triton",
-             self.triton.grpc_url, "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin)],
+             self.triton.grpc_url, "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
+             *([] if load_admission else ["--no-load-admission"])],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
-        line = self.gateway.stdout.readline()
+        line = gateway.stdout.readline()
         if "gateway ready" not in line:
             raise RuntimeError(f"gateway did not start: {line!r}")
-        self.url = f"ws://127.0.0.1:{port}/v1/stream"
-        return self
+        if hasattr(self, "gateway"):
+            self.extra.append(gateway)
+        return gateway, f"ws://127.0.0.1:{port}/v1/stream", f"http://127.0.0.1:{admin}"
 
     def __exit__(self, *exc) -> None:
+        for extra in self.extra:
+            extra.kill()
+            extra.wait(20)
         self.gateway.terminate()
         try:
             self.gateway.wait(20)
@@ -149,6 +167,7 @@ class Stream:
     events: list[tuple[float, dict]] = field(default_factory=list)
     errors: int = 0
     transport: object = None
+    index: int = 0
 
     def sent_at(self, audio_s: float) -> float | None:
         index = int(math.ceil(audio_s * 16000 / FRAME)) - 1
@@ -275,6 +294,7 @@ async def vad_step(stack: Stack, n: int, seconds: float, probes: int) -> dict:
     frames = n * seconds / TICK
     return {"n": n, "p50": pct(lat, 50), "p99": pct(lat, 99), "samples": len(lat), "errors": errors,
             "gw_cpu": cpu_g / wall, "triton_cpu": cpu_t / wall, "us_per_frame": cpu_g / frames * 1e6,
+            "gw_ms_per_audio_s": cpu_g / (n * seconds) * 1e3, "triton_ms_per_audio_s": cpu_t / (n * seconds) * 1e3,
             "client_cpu": cpu_c / wall}
 
 
@@ -297,7 +317,61 @@ async def asr_step(stack: Stack, n: int, seconds: float) -> dict:
     return {"n": n, "partial_p50": pct(partial, 50), "partial_p99": pct(partial, 99), "final_p50": pct(final, 50),
             "final_p99": pct(final, 99), "partials": len(partial), "finals": len(final),
             "degraded": kinds.count("degraded"), "errors": kinds.count("error"), "gw_cpu": cpu_g / wall,
-            "triton_cpu": cpu_t / wall}
+            "triton_cpu": cpu_t / wall, "gw_ms_per_audio_s": cpu_g / (n * seconds) * 1e3,
+            "triton_ms_per_audio_s": cpu_t / (n * seconds) * 1e3}
+
+
+async def admission_step(stack: Stack, offered: int, seconds: float) -> dict:
+    """`offered` ASR streams arrive one every 250 ms at a gateway with load admission on;
+    a refused client retries after the retry_after_s it was given. Returns what it
+    admitted and the admitted streams' final latencies after the arrivals."""
+    import urllib.request
+    proc, url, admin = stack.spawn_gateway(load_admission=True)
+    audios = []
+    for i in range(offered):
+        sentence = speech.synthesize(speech.SENTENCES[i % len(speech.SENTENCES)])
+        audios.append(np.concatenate([sentence, speech.silence(len(sentence) / 16000)]))   # 50% speech
+    live: list[Stream] = []
+    waiting = [(0.25 * i, i) for i in range(offered)]           # (offset from t0, audio index)
+    refusals = 0
+    t0 = time.perf_counter()
+    for tick in range(int(seconds / TICK)):
+        delay = t0 + tick * TICK - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.perf_counter()
+        due = [w for w in waiting if t0 + w[0] <= now]
+        for w in due:
+            waiting.remove(w)
+            live += await open_streams(url, [audios[w[1]]], 1, {"pipeline": "full", "probe_vad": False})
+            live[-1].phase, live[-1].index = 0, w[1]
+        for s in list(live):
+            error = next((e for _, e in s.events if e["type"] == "error"), None)
+            if error is not None:                                # refused (or failed): retry later
+                refusals += error["code"] == "over_capacity"
+                s.transport.disconnect(graceful=False)
+                live = [x for x in live if x is not s]
+                waiting.append((now - t0 + error.get("retry_after_s", 2.0), s.index))
+                continue
+            if not any(e["type"] == "ready" for _, e in s.events):
+                continue
+            k = s.frames_sent % (len(s.audio) // FRAME)
+            s.send_times.append(now)
+            s.transport.send(WSMsgType.BINARY, s.audio[k * FRAME:(k + 1) * FRAME].tobytes())
+            s.frames_sent += 1
+    await asyncio.sleep(1.5)
+    settled = t0 + 0.25 * offered + 2.0                          # arrivals over, the first retries in
+    final = latencies(live, "final", settled)
+    body = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
+    capacity = next((float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                     if line.startswith("speechops_stream_capacity{") and 'pipeline="full"' in line), float("nan"))
+    admitted = len(live)
+    close_streams(live)
+    proc.kill()                        # its streams are gone; nothing to drain
+    proc.wait(20)
+    stack.extra.remove(proc)
+    return {"offered": offered, "admitted": admitted, "refusals": refusals, "capacity": capacity,
+            "final_p50": pct(final, 50), "final_p99": pct(final, 99), "finals": len(final)}
 
 
 async def rss_per_stream(stack: Stack, n: int) -> dict:
@@ -421,7 +495,7 @@ async def run(args) -> None:
     quick = args.quick
     sections = {int(x) for x in args.sections.split(",")}
     models = ["silero_vad", "silero_vad_seq"]
-    if sections & {2, 3, 5, 6}:
+    if sections & {2, 3, 5, 6, 7}:
         models += ["whisper_asr", "whisper_asr_greedy", "audio_stats"]
     with Stack(models) as stack:
         await asyncio.sleep(2.0)
@@ -469,17 +543,21 @@ async def run(args) -> None:
             for ref, s, w in rows:
                 if word_error_rate(ref, s) > 0 or word_error_rate(ref, w) > 0:
                     print(f"     ref:      {ref}\n     streamed: {s}\n     whole:    {w}")
-        if 6 in sections:   # before the load steps, like 2 and 3
-            print("\n6. Streamed WER vs whole-file decoding, real human recordings, per recording")
+        if 7 in sections:   # before the load steps, like 2 and 3
+            print("\n7. Streamed WER vs whole-file decoding, real human recordings, per recording")
             await human_speech_section(stack, quick)
         if 4 in sections:
             print("\n4. VAD-only real-time streams (20 ms frames; 20 probe streams time every 32 ms chunk)")
-            print("   streams  frame->vad p50    p99   gateway CPU  us/frame  triton CPU  load-generator CPU  errors")
+            print("   streams  frame->vad p50    p99   gateway CPU  us/frame  triton CPU  load-generator CPU  errors"
+                  "  gw:models CPU")
             best25 = best300 = 0
+            costs = []
             for n in ([100, 400] if quick else [100, 250, 500, 750, 1000, 1250]):
                 r = await vad_step(stack, n, 4.0 if quick else 8.0, probes=20)
                 print(f"   {n:7d}   {ms(r['p50'])} ms {ms(r['p99'])} ms   {r['gw_cpu'] * 100:6.0f}%   {r['us_per_frame']:7.1f}"
-                      f"   {r['triton_cpu'] * 100:6.0f}%   {r['client_cpu'] * 100:12.0f}%      {r['errors']:5d}", flush=True)
+                      f"   {r['triton_cpu'] * 100:6.0f}%   {r['client_cpu'] * 100:12.0f}%      {r['errors']:5d}"
+                      f"  {r['gw_cpu'] / r['triton_cpu']:8.2f}", flush=True)
+                costs.append(r)
                 if r["errors"] == 0 and r["p99"] <= 0.025:
                     best25 = n
                 if r["errors"] == 0 and r["p99"] <= 0.3:
@@ -490,25 +568,52 @@ async def run(args) -> None:
             print("    measures the machine, not the gateway)")
             print(f"   most streams with p99 <= 25 ms: {best25}  (target >= 1000: {verdict(best25 >= 1000)}); "
                   f"with p99 <= 300 ms: {best300}")
+            print_cost(costs, "VAD")
 
         if 5 in sections:
             print("\n5. VAD + ASR streams, 50% speech, partials every 500 ms")
             print("   streams  partial p50    p99   final p50    p99   partials finals degraded errors  gw CPU triton CPU")
             best = 0
+            costs = []
             for n in ([8, 16] if quick else [8, 16, 32, 48]):
                 r = await asr_step(stack, n, 10.0 if quick else 20.0)
                 print(f"   {n:7d}    {ms(r['partial_p50'])} {ms(r['partial_p99'])}    {ms(r['final_p50'])} {ms(r['final_p99'])}"
                       f"   {r['partials']:8d} {r['finals']:6d} {r['degraded']:8d} {r['errors']:6d}  {r['gw_cpu'] * 100:5.0f}%"
                       f"  {r['triton_cpu'] * 100:5.0f}%", flush=True)
+                costs.append(r)
                 if r["errors"] == 0 and r["partial_p99"] <= 0.3 and r["final_p99"] <= 0.5:
                     best = n
             print(f"   most streams with partial p99 <= 300 ms and final p99 <= 500 ms: {best} "
                   f"(target >= 32: {verdict(best >= 32)})")
+            print_cost(costs, "VAD + ASR")
+
+        if 6 in sections:
+            from speechops_contract.profiles import PROFILES
+            target = PROFILES["interactive"].final_latency_target_s
+            print(f"\n6. Admission by load: ASR streams (interactive, final target {target:g} s) arriving every 250 ms,"
+                  " refused ones retrying after retry_after_s")
+            print("   offered  admitted  refusals  measured capacity  final p50    p99  finals")
+            for offered in ([24] if quick else [24, 48]):
+                r = await admission_step(stack, offered, 20.0 if quick else 40.0)
+                print(f"   {r['offered']:7d}  {r['admitted']:8d}  {r['refusals']:8d}  {r['capacity']:17.0f}  "
+                      f"{ms(r['final_p50'])} {ms(r['final_p99'])}  {r['finals']:6d}"
+                      f"   (final p99 within target at the admitted load: {verdict(r['final_p99'] <= target)})",
+                      flush=True)
+
+def print_cost(rows: list[dict], what: str) -> None:
+    """What a stream costs around the models: the gateway's CPU per second of audio against
+    tritonserver's on the same step (target: at most half)."""
+    for r in rows:
+        ratio = r["gw_ms_per_audio_s"] / r["triton_ms_per_audio_s"]
+        print(f"   cost, {what}, {r['n']:5d} streams: gateway {r['gw_ms_per_audio_s']:6.2f} ms CPU per second of audio, "
+              f"models (tritonserver) {r['triton_ms_per_audio_s']:6.2f} ms: ratio {ratio:.2f} "
+              f"(target <= 0.5: {verdict(ratio <= 0.5)})")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter steps (about 2 minutes)")
-    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which sections to run, e.g. 1,2")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7", help="which sections to run, e.g. 1,2")
     args = parser.parse_args()
     try:
         import uvloop

@@ -60,6 +60,7 @@ M_DROPPED_FRAMES = "speechops_dropped_frames_total"          # counter{reason}
 M_REJECTED_STREAMS = "speechops_rejected_streams_total"      # counter{reason, kind}
 M_DEGRADED_STREAMS = "speechops_degraded_streams"            # gauge{level}
 M_DRAINING = "speechops_draining"                            # gauge 0/1
+M_STREAM_CAPACITY = "speechops_stream_capacity"              # gauge: streams this replica measured it can hold
 
 # Triton model metrics (exported by the Python-backend models on Triton's :8002).
 M_MODEL_STREAMS = "speechops_model_streams"                  # gauge{model}: streams with state in the model

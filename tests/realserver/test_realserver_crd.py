@@ -183,6 +183,9 @@ CEL_BREAKS = {
                                    "spec.stages"),
     "dependsOn must name other stages of this pipeline": (
         {"stages": [{"name": "a", "model": "m", "dependsOn": ["b"]}]}, "spec.stages"),
+    "set one of pvc, image or path, not several": (
+        {"stages": [{"name": "asr", "model": "whisper_asr", "whisper": {"pvc": {"claimName": "c"}, "path": "/m"}}]},
+        "spec.stages[0].whisper"),
     "set either pvc or image, not both": (
         {"worker": {"modelRepository": {"pvc": {"claimName": "c"}, "image": {"image": "i"}}}},
         "spec.worker.modelRepository"),

@@ -33,8 +33,9 @@ FULL_RAW = {"streams": {"partialInterval": "500ms"}, "stages": [
     {"name": "stats", "model": "audio_stats", "dependsOn": ["vad"], "optional": True},
 ]}
 FULL = parse_spec(FULL_RAW)
-# Tests of behaviour other than degradation keep full quality whatever the machine's load.
-NEVER_DEGRADE = {"degrade_after_s": 1e9, "restore_below_s": 1e9}
+# Tests of behaviour other than degradation and admission keep full quality and admit up to
+# the hard cap, whatever the machine's load.
+NEVER_DEGRADE = {"degrade_after_s": 1e9, "restore_below_s": 1e9, "load_admission": False}
 
 
 @contextlib.asynccontextmanager
@@ -335,6 +336,27 @@ async def test_admission_refuses_past_capacity_with_retry_after(triton_server):
     assert [e["type"] for e in admitted_again] == ["ready", "closed"]
     assert ('speechops_rejected_streams_total{kind="capacity",namespace="local",pipeline="vad",'
             'reason="over_capacity"} 1.0') in metrics
+
+
+async def test_admission_by_load_refuses_a_burst_past_what_the_replica_measured(triton_server):
+    """A burst of ASR streams into a fresh replica: it admits what it can serve within the
+    tier's final-latency target (here a few, until the models show load), refuses the rest
+    with over_capacity and a retry_after, counts them as capacity refusals of the pipeline,
+    and exports the capacity it measured."""
+    pipelines = {"full": parse_spec({**FULL_RAW, "profile": "realtime"})}
+    audio = utterance(speech.SENTENCES[2])
+    async with running_gateway(triton_server.grpc_url, pipelines=pipelines, load_admission=True) as gw:
+        results = await asyncio.gather(*[stream_audio(url_of(gw), audio, speed=2.0) for _ in range(12)])
+        metrics = gw.metrics.render().decode()
+    refused = [r for r in results if r.error is not None]
+    served = [r for r in results if r.error is None]
+    assert refused and served, [r.error for r in results]
+    assert all(r.error["code"] == P.E_OVER_CAPACITY and r.error["retry_after_s"] > 0 for r in refused)
+    assert "final latency target" in refused[0].error["message"]
+    assert all(r.closed_reason == "stop" and r.finals for r in served)
+    assert (f'speechops_rejected_streams_total{{kind="capacity",namespace="local",pipeline="full",'
+            f'reason="over_capacity"}} {float(len(refused))}') in metrics
+    assert 'speechops_stream_capacity{namespace="local",pipeline="full"}' in metrics
 
 
 async def test_client_vanishing_mid_stream_frees_its_state(triton_server):

@@ -16,6 +16,7 @@ from speechops_worker.gateway.framing import Framer
 from speechops_worker.gateway.packer import Packer, concat_parts, split_outputs
 from speechops_worker.gateway.pipeline import plan, run_stages
 from speechops_worker.gateway.segmenter import Segmenter, VadParams
+from speechops_worker.gateway.admission import Admission, Load
 from speechops_worker.gateway.degrade import decide_level
 from speechops_worker.gateway.server import GatewayConfig
 from speechops_worker.gateway.transcript import extend_committed, final_text, word_error_rate, words
@@ -93,7 +94,9 @@ def test_framer_keeps_every_sample_across_odd_frame_sizes():
     framer, out = Framer(), []
     raw = samples.tobytes()
     for start in range(0, len(raw), 322):      # 161-sample frames: never aligned to 512
-        out.extend(framer.push(raw[start:start + 322]))
+        chunks = framer.push(raw[start:start + 322])
+        if chunks is not None:
+            out.extend(chunks)
     out.extend(framer.flush())
     joined = np.concatenate(out)
     assert np.array_equal(joined[:5000], samples)
@@ -302,3 +305,39 @@ def test_gateway_modules_import_no_cycle():
     for module in edges:
         visit(module, [])
     assert "server" not in edges["session"] and "native" not in edges["session"]
+
+
+# ------------------------------------------------------------------ admission by load
+
+def test_admission_grows_in_steps_the_measurements_can_follow():
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    assert adm.admits(3) and not adm.admits(4)             # a fresh replica: a few streams first
+    # No load measured yet: one more stream per second (an eighth once it holds more).
+    caps = [adm.update(Load(t, 4, 4, None, None, None)) for t in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    assert caps == [5, 5, 5, 6, 7]
+    for t in range(3, 40):
+        adm.update(Load(float(t), 0, 0, None, None, None))
+    assert adm.capacity == 64                               # up to the hard cap, in steps
+
+
+def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    adm.capacity = 30
+    # 10 streams keep ASR 40% busy: 4% each, so 10 more fit under the 80% ceiling.
+    assert adm.update(Load(0.0, 10, 10, 0.40, 0.3, 0.05)) == 20
+    assert adm.update(Load(5.0, 0, 0, 0.0, None, None)) == 20          # idle: the last measurement holds
+    assert adm.update(Load(6.0, 10, 10, 0.95, 0.3, 0.05)) == 8         # over the ceiling: at once below the held
+    assert adm.update(Load(7.0, 10, 10, 0.10, 0.3, 0.05)) == 9         # back up one step per second
+
+
+def test_admission_stops_when_finals_miss_the_target_or_requests_queue():
+    adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
+    adm.capacity = 30
+    assert adm.update(Load(0.0, 10, 10, 0.3, 1.0, 0.05)) == 5          # p90 twice the 0.5 s left: half
+    assert "final p90" in adm.reason and not adm.admits(5)
+    assert adm.update(Load(1.0, 10, 10, 0.3, 0.2, 0.05)) == 6          # met again: up one step per second
+    adm.capacity = 30
+    assert adm.update(Load(2.0, 10, 10, 0.3, 0.2, 0.3)) == 10          # queue wait over half of it: no more
+    vad_only = Admission(target_s=0.5, hard_cap=1000, utterance_models=False)
+    assert vad_only.update(Load(0.0, 600, 600, None, None, 0.01)) == 1000   # VAD's cost per stream is not linear
+    assert vad_only.update(Load(0.0, 600, 600, None, None, 0.5)) == 600

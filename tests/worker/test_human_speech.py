@@ -29,9 +29,10 @@ FULL = parse_spec({"streams": {"partialInterval": "500ms"}, "stages": [
 
 @contextlib.asynccontextmanager
 async def gateway(triton_url: str):
-    # Full quality whatever the machine's load: these measure words, not degradation.
+    # Full quality and every stream admitted whatever the machine's load: these measure
+    # words, not degradation or admission.
     gw = Gateway(GatewayConfig(triton_url=triton_url, pipelines={"full": FULL},
-                               degrade_after_s=1e9, restore_below_s=1e9))
+                               degrade_after_s=1e9, restore_below_s=1e9, load_admission=False))
     await gw.start()
     try:
         yield f"ws://127.0.0.1:{gw.port}/v1/stream"

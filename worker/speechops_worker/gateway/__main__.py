@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=names.GATEWAY_PORT)
     parser.add_argument("--admin-port", type=int, default=names.GATEWAY_ADMIN_PORT)
     parser.add_argument("--max-streams", type=int, help="per pipeline (default: spec.capacity.streamsPerReplica)")
+    parser.add_argument("--no-load-admission", action="store_true",
+                        help="admit up to the hard cap whatever the load (benchmarks measuring the frontier)")
     parser.add_argument("--log-format", choices=("human", "json"), default="human")
     args = parser.parse_args(argv)
     logs.configure(args.log_format)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     config = GatewayConfig(triton_url=args.triton, pipelines=pipelines, host=args.host, port=args.port,
-                           admin_port=args.admin_port, max_streams=args.max_streams)
+                           admin_port=args.admin_port, max_streams=args.max_streams,
+                           load_admission=not args.no_load_admission)
 
     async def serve() -> None:
         gateway = Gateway(config)

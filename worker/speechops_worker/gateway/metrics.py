@@ -5,6 +5,9 @@ tests can run several gateways in one process."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from speechops_contract import names
@@ -53,6 +56,8 @@ class GatewayMetrics:
                                 base + ["reason", "kind"], registry=r)
         self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
         self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
+        self.capacity = Gauge(names.M_STREAM_CAPACITY, "Streams of the pipeline this replica measured it can hold "
+                              "within its tier's latency target (admission refuses past it)", base, registry=r)
 
         self._pipelines: dict[str, PipelineMetrics] = {}
 
@@ -78,10 +83,16 @@ class PipelineMetrics:
         self.frames_out = m.frames.labels(*lbl, "out")
         self.jitter = m.jitter.labels(*lbl)
         self.partial_latency = m.partial_latency.labels(*lbl)
-        self.final_latency = m.final_latency.labels(*lbl)
+        self._final_latency = m.final_latency.labels(*lbl)
+        self.recent_finals: deque[tuple[float, float]] = deque(maxlen=1024)   # (monotonic, seconds): admission
+        self.capacity = m.capacity.labels(*lbl)
         self.active = m.active_streams.labels(*lbl)
         self.started = m.streams_started.labels(*lbl)
         self._stages: dict[str, object] = {}
+
+    def final_latency(self, seconds: float) -> None:
+        self._final_latency.observe(seconds)
+        self.recent_finals.append((time.monotonic(), seconds))
 
     def stage_latency(self, stage: str, seconds: float) -> None:
         hist = self._stages.get(stage)

@@ -73,7 +73,7 @@ class NativeConnection(WSListener):
                 if self.session is None:
                     raise P.ProtocolError(P.E_NOT_STARTED, 'send {"type": "start", ...} before audio frames')
                 if self._decoder is None:
-                    self.session.feed(frame.get_payload_as_bytes())
+                    self.session.feed(frame.get_payload_as_memoryview())   # the framer copies it once
                 else:
                     self._feed_decoded(frame.get_payload_as_bytes())
             elif frame.msg_type == WSMsgType.TEXT:

@@ -94,6 +94,8 @@ class Packer:
         self._in_flight = 0
         self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix=f"infer-{model}")
         self.queued_rows = 0
+        self._busy_total = 0.0              # seconds with a request in Triton (utilisation)
+        self._busy_since: float | None = None
         self.requests = 0
         self.rows_sent = 0
         # (sent_at, seconds the oldest row of the request waited here) of recent
@@ -136,6 +138,8 @@ class Packer:
                 break
             now = time.perf_counter()
             self.recent_waits.append((now, now - min(w.queued_at for w in batch)))
+            if self._in_flight == 0:
+                self._busy_since = now
             self._in_flight += 1
             inputs = self._prepare(concat_parts([w.part for w in batch]))
             fut = loop.run_in_executor(self._pool, self._infer, self.model, inputs, self.outputs)
@@ -144,6 +148,9 @@ class Packer:
     def _done(self, fut: asyncio.Future, batch: list[_Waiting]) -> None:
         self._in_flight -= 1
         now = time.perf_counter()
+        if self._in_flight == 0:
+            self._busy_total += now - self._busy_since
+            self._busy_since = None
         self.requests += 1
         exc = fut.exception()
         if exc is None:
@@ -163,6 +170,14 @@ class Packer:
         # Rows that queued while the window was full have waited long enough: send now.
         if (self._urgent or self._normal) and self._timer is None:
             self._timer = asyncio.get_running_loop().call_soon(self._flush)  # type: ignore[assignment]
+
+    def busy_seconds(self) -> float:
+        """Seconds so far with at least one request in Triton; its rate is the model's
+        utilisation as the gateway sees it (admission)."""
+        total = self._busy_total
+        if self._busy_since is not None:
+            total += time.perf_counter() - self._busy_since
+        return total
 
     def recent_wait(self, horizon_s: float, quantile: float = 0.9) -> float | None:
         """Quantile of how long requests sent in the last `horizon_s` waited here before

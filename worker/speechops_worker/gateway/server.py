@@ -20,16 +20,19 @@ import os
 import random
 import time
 from collections import Counter as Tally
+from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 from picows import WSUpgradeRequest, ws_create_server
 
 from speechops_contract import names
 from speechops_contract.api import PipelineSpec
-from speechops_contract.catalog import MODELS
+from speechops_contract.catalog import MODELS, SAMPLE_RATE, VAD_CHUNK
 from speechops_contract.profiles import profile as profile_of
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway.admin import AdminHooks, AdminServer
+from speechops_worker.gateway.admission import Admission, Load
 from speechops_worker.gateway.degrade import Degrader
 from speechops_worker.gateway.inference import TritonInfer
 from speechops_worker.gateway.metrics import GatewayMetrics
@@ -67,6 +70,8 @@ class GatewayConfig:
     restore_hold_s: float = 2.0
     step_hold_s: float = 1.0                      # at most one step down per this
     load_horizon_s: float = 2.0                   # queue waits of the last this many seconds count
+    load_admission: bool = True                   # False: admit up to the hard cap, whatever the load
+    admission_horizon_s: float = 5.0              # utilisation and final latency of the last this many seconds
     drain_timeout_s: float | None = None          # None: the largest spec.streams.drainTimeout
     infer_timeout_s: float = 10.0
 
@@ -83,6 +88,11 @@ class Gateway:
         self.sessions: set[Session] = set()              # started streams
         self.connections: set = set()                    # protocol connections, started or not
         self.active: Tally[str] = Tally()
+        silence_s = config.vad.min_silence_chunks * VAD_CHUNK / SAMPLE_RATE
+        self.admission = {name: Admission(profile_of(p.spec.profile).final_latency_target_s, self._hard_cap(name),
+                                          utterance_models=any(s for w in p.waves for s in w), silence_s=silence_s)
+                          for name, p in self.plans.items()}
+        self._busy: dict[str, deque[tuple[float, float]]] = {}   # model -> (time, busy seconds) samples
         self.degrader = Degrader(config)
         self.draining = False
         self.triton_ready = False
@@ -250,11 +260,19 @@ class Gateway:
         if self.draining:
             raise P.ProtocolError(P.E_DRAINING, "this gateway is draining; reconnect and another replica takes the stream",
                                   retry_after_s=1.0)
-        limit = self.config.max_streams or self.plans[pipeline].spec.capacity.streams_per_replica
+        limit = self._hard_cap(pipeline)
         if self.active[pipeline] >= limit:
             raise P.ProtocolError(P.E_OVER_CAPACITY, f"this replica holds its maximum of {limit} streams for "
                                   f"pipeline {pipeline!r}; retry shortly (the scaler adds replicas)", retry_after_s=2.0)
+        adm = self.admission[pipeline]
+        if self.config.load_admission and not adm.admits(self.active[pipeline]):
+            raise P.ProtocolError(P.E_OVER_CAPACITY, f"this replica holds {self.active[pipeline]} streams of pipeline "
+                                  f"{pipeline!r}, all it can serve within its tier's {adm.target_s:g}s final latency "
+                                  f"target ({adm.reason}); retry shortly", retry_after_s=2.0)
         self.active[pipeline] += 1
+
+    def _hard_cap(self, pipeline: str) -> int:
+        return self.config.max_streams or self.plans[pipeline].spec.capacity.streams_per_replica
 
     def refused(self, pipeline: str | None, reason: str) -> None:
         self.metrics.pipeline(pipeline or self.default_pipeline or "").rejected(reason)
@@ -288,6 +306,7 @@ class Gateway:
                 backlog[session.plan.name] += session.backlog
             for pipeline in self.plans:
                 self.metrics.backlog.labels(self.config.namespace, pipeline).set(backlog[pipeline])
+            self._update_admission()
             wait = max(waits) if waits else None
             before = self.level
             if self.degrader.tick(wait, time.monotonic()):
@@ -295,6 +314,32 @@ class Gateway:
                             (wait or 0) * 1000)
                 for session in list(self.sessions):
                     session.set_level(self.level)
+
+    def _update_admission(self) -> None:
+        """Each pipeline's capacity from what its models and streams measured (admission.py)."""
+        now = time.monotonic()
+        horizon = self.config.admission_horizon_s
+        utilisation: dict[str, float] = {}
+        for model, packer in self.packers.items():
+            samples = self._busy.setdefault(model, deque())
+            samples.append((now, packer.busy_seconds()))
+            while len(samples) > 2 and samples[1][0] <= now - horizon:
+                samples.popleft()
+            (t0, b0), (t1, b1) = samples[0], samples[-1]
+            if t1 - t0 >= min(1.0, horizon):
+                utilisation[model] = (b1 - b0) / (t1 - t0)
+        for name, p in self.plans.items():
+            utterance_models = {s.model for w in p.waves for s in w} | {s.fallback_model for w in p.waves for s in w
+                                                                        if s.fallback_model}
+            busiest = max(utterance_models, key=lambda m: utilisation.get(m, 0.0), default=None)
+            sharing = sum(n for q, n in self.active.items() if busiest in self.plans[q].models)
+            finals = [s for t, s in self.metrics.pipeline(name).recent_finals if t > now - horizon]
+            waits = [w for m in p.models if (w := self.packers[m].recent_wait(self.config.load_horizon_s)) is not None]
+            load = Load(now=now, streams=self.active[name], model_streams=sharing, utilisation=utilisation.get(busiest),
+                        final_p90=float(np.quantile(finals, 0.9)) if finals else None,
+                        wait_p90=max(waits) if waits else None)
+            capacity = self.admission[name].update(load)
+            self.metrics.pipeline(name).capacity.set(capacity if self.config.load_admission else self._hard_cap(name))
 
     async def _sweep_loop(self) -> None:
         """Idle streams, connections that never started, clients that stopped reading."""

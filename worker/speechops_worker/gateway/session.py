@@ -154,6 +154,7 @@ class Session:
         self.last_frame_at = time.monotonic()
         self.started_at = 0.0
         self._expected_next: float | None = None
+        self._max_chunks = 0.0
         self._finals: asyncio.Task | None = None   # the newest final; finals are sent in order
         self._tasks: set[asyncio.Task] = set()
         self._requests: set[asyncio.Future] = set()
@@ -168,6 +169,7 @@ class Session:
             self.pre_roll = deque(maxlen=vad.pre_roll_chunks)
         self.plan = plan
         self.pipeline = plan.name
+        self._max_chunks = plan.spec.streams.max_duration * SAMPLE_RATE / VAD_CHUNK
         self.options = options
         self.metrics = m = self.host.metrics(plan.name)
         m.active.inc()
@@ -182,24 +184,32 @@ class Session:
         if level:
             self.set_level(level)
 
-    def feed(self, pcm: bytes) -> None:
-        """Audio: PCM16 little-endian at 16 kHz. Raises ProtocolError on a bad frame."""
+    def feed(self, pcm: bytes | memoryview) -> None:
+        """Audio: PCM16 little-endian at 16 kHz. Raises ProtocolError on a bad frame.
+        Runs for every frame of every stream, so it does as little as it can."""
         if self.stopping:
             self.frames_in += 1
             self.metrics.dropped("after_stop")
             return
-        P.check_frame(len(pcm), self.limits.max_frame_bytes)
+        size = len(pcm)
+        if size & 1 or size > self.limits.max_frame_bytes:
+            P.check_frame(size, self.limits.max_frame_bytes)      # raises, naming the problem
         now = time.monotonic()
         self.frames_in += 1                  # added to the counter by flush_counters: cheaper per frame
-        if self.frames_in % 8 == 0 and self._expected_next is not None:
-            self.metrics.jitter.observe(abs(now - self._expected_next))   # sampled, same reason
-        self._expected_next = max(now, self._expected_next or now) + len(pcm) / 2 / SAMPLE_RATE
+        expected = self._expected_next
+        if expected is not None and not self.frames_in & 7:
+            self.metrics.jitter.observe(abs(now - expected))    # sampled, same reason
+        self._expected_next = (now if expected is None or expected < now else expected) + size / (2 * SAMPLE_RATE)
         self.last_frame_at = now
+        chunks = self.framer.push(pcm)
+        if chunks is None:                   # no chunk completed: nothing new for VAD
+            return
         arrival = time.time()
-        for chunk in self.framer.push(pcm):
-            self.queued.append((chunk, arrival))
-            self.chunks_in += 1
-        if self.chunks_in * VAD_CHUNK >= self.plan.spec.streams.max_duration * SAMPLE_RATE:
+        queued = self.queued
+        for chunk in chunks:
+            queued.append((chunk, arrival))
+        self.chunks_in += len(chunks)
+        if self.chunks_in >= self._max_chunks:
             self.end("max_duration")
             return
         if len(self.queued) > self.limits.max_queued_chunks and not self.paused_input:
@@ -514,7 +524,7 @@ class Session:
                 text = final_text(utt.committed, decoded)
                 self.last_text = text
                 latency = time.time() - decided_at
-                self.metrics.final_latency.observe(latency)
+                self.metrics.final_latency(latency)
                 self._emit("final", text=text, reason=reason, stage=name, model=degrade.model_for(stage, level), **span,
                            server={"latency_ms": round(latency * 1000, 1), "decode_ms": round(took * 1000, 1)})
             else:
