@@ -204,14 +204,28 @@ async def open_streams(url: str, audios: list[np.ndarray], probes: int, start: d
     return streams
 
 
-async def drive(streams: list[Stream], seconds: float) -> None:
-    """Sends every stream's next 20 ms frame on every tick, in real time (one timer for all)."""
+async def ticks(seconds: float):
+    """Yields (tick start, now) every 20 ms in real time (one timer for all streams)."""
     t0 = time.perf_counter()
     for tick in range(int(seconds / TICK)):
         delay = t0 + tick * TICK - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        now = time.perf_counter()
+        yield t0, time.perf_counter()
+
+
+def half_speech(n: int) -> list[np.ndarray]:
+    """n looped audios of 50% speech: a sentence, then as much silence."""
+    audios = []
+    for i in range(n):
+        sentence = speech.synthesize(speech.SENTENCES[i % len(speech.SENTENCES)])
+        audios.append(np.concatenate([sentence, speech.silence(len(sentence) / 16000)]))
+    return audios
+
+
+async def drive(streams: list[Stream], seconds: float) -> None:
+    """Sends every stream's next 20 ms frame on every tick, in real time."""
+    async for _, now in ticks(seconds):
         for s in streams:
             n = len(s.audio) // FRAME
             k = (s.phase + s.frames_sent) % n
@@ -299,10 +313,7 @@ async def vad_step(stack: Stack, n: int, seconds: float, probes: int) -> dict:
 
 
 async def asr_step(stack: Stack, n: int, seconds: float) -> dict:
-    audios = []
-    for i in range(n):
-        sentence = speech.synthesize(speech.SENTENCES[i % len(speech.SENTENCES)])
-        audios.append(np.concatenate([sentence, speech.silence(len(sentence) / 16000)]))   # 50% speech
+    audios = half_speech(n)
     streams = await open_streams(stack.url, audios, n, {"pipeline": "full", "probe_vad": False})
     t0 = time.perf_counter()
     cpu_g, cpu_t = tree_cpu(stack.gateway.pid), tree_cpu(stack.triton.pid)
@@ -327,19 +338,12 @@ async def admission_step(stack: Stack, offered: int, seconds: float) -> dict:
     admitted and the admitted streams' final latencies after the arrivals."""
     import urllib.request
     proc, url, admin = stack.spawn_gateway(load_admission=True)
-    audios = []
-    for i in range(offered):
-        sentence = speech.synthesize(speech.SENTENCES[i % len(speech.SENTENCES)])
-        audios.append(np.concatenate([sentence, speech.silence(len(sentence) / 16000)]))   # 50% speech
+    audios = half_speech(offered)
     live: list[Stream] = []
     waiting = [(0.25 * i, i) for i in range(offered)]           # (offset from t0, audio index)
     refusals = 0
     t0 = time.perf_counter()
-    for tick in range(int(seconds / TICK)):
-        delay = t0 + tick * TICK - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        now = time.perf_counter()
+    async for t0, now in ticks(seconds):   # the same t0, from the tick clock
         due = [w for w in waiting if t0 + w[0] <= now]
         for w in due:
             waiting.remove(w)
@@ -419,24 +423,13 @@ def model_per_connection_rss() -> float:
 
 async def stream_and_decode_whole(stack: Stack, audios: list[np.ndarray]) -> tuple[list[str], list[str], int]:
     """(streamed transcripts, whole-file transcripts of the same model, streams degraded)."""
-    import tritonclient.grpc as grpcclient
     from speechops_worker.client import stream_audio
     # One stream at a time, in real time: this measures what streaming does to the words
     # (utterance cuts, partial contexts), not what an overload's fallback model does.
     results = [await stream_audio(stack.url, a, pipeline="full", speed=1.0) for a in audios]
     streamed = [r.transcript for r in results]
     degraded = sum(any(e["type"] == "degraded" for e in r.events) for r in results)
-    client = grpcclient.InferenceServerClient(stack.triton.grpc_url)
-    whole = []
-    for a in audios:
-        f = speech.to_float(a)[None]
-        inputs = [grpcclient.InferInput("AUDIO", list(f.shape), "FP32"), grpcclient.InferInput("LENGTH", [1], "INT32"),
-                  grpcclient.InferInput("PROMPT", [1], "BYTES")]
-        inputs[0].set_data_from_numpy(f)
-        inputs[1].set_data_from_numpy(np.array([f.shape[1]], np.int32))
-        inputs[2].set_data_from_numpy(np.array([b""], dtype=object))
-        whole.append(client.infer("whisper_asr", inputs).as_numpy("TEXT")[0].decode())
-    client.close()
+    whole = [speech.whole_file_text(stack.triton.grpc_url, a) for a in audios]
     return streamed, whole, degraded
 
 

@@ -50,7 +50,8 @@ for bin in kube-apiserver kube-controller-manager; do
     fi
     echo "unpacking $src into $dest" >&2
     case "$src" in
-        *.xz) xz -dc "$src" > "$dest/$bin.tmp" ;;
+        *.xz) python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"), 1 << 20)' \
+                  "$src" "$dest/$bin.tmp" ;;
         *) cp "$src" "$dest/$bin.tmp" ;;
     esac
     chmod +x "$dest/$bin.tmp"

@@ -14,6 +14,8 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_ACTIVE = "ScalingActive"
+# The scaler's too: spec.capacity.streamsPerReplica against what the gateways measured.
+CAPACITY_AS_MEASURED = "CapacityAsMeasured"
 # ScalingActive=False because a HorizontalPodAutoscaler scales the workers: not a fallback.
 CONFLICTING_AUTOSCALER = "ConflictingAutoscaler"
 

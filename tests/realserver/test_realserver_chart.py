@@ -4,6 +4,7 @@ then stores for real, and every example in examples/ applies as written."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,28 @@ def _subset(small, big) -> bool:
     if isinstance(small, list):
         return isinstance(big, list) and len(small) == len(big) and all(map(_subset, small, big))
     return small == big
+
+
+def _doc_pipelines() -> list[tuple[str, dict]]:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    out = []
+    for page in pages:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            for doc in yaml.safe_load_all(block):
+                if isinstance(doc, dict) and doc.get("kind") == "SpeechPipeline":
+                    out.append((str(page.relative_to(REPO)), doc))
+    return out
+
+
+def test_every_pipeline_in_the_docs_is_admitted(control_plane, crds):
+    """A reader who pastes a SpeechPipeline from the README or docs/ gets it admitted."""
+    pipelines = _doc_pipelines()
+    assert pipelines
+    for page, doc in pipelines:
+        namespace = doc.get("metadata", {}).get("namespace")
+        if namespace:
+            control_plane.apply([_namespace(namespace)])
+        try:
+            control_plane.apply([doc], namespace="default", dry_run=True)
+        except Exception as exc:
+            raise AssertionError(f"{page}: {doc.get('metadata', {}).get('name')}: {exc}") from None

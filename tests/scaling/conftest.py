@@ -82,6 +82,11 @@ def prometheus(tmp_path_factory) -> PrometheusServer:
     lines = ["# TYPE speechops_active_streams gauge"]
     lines += [f"{series} {max(v, 0):.0f} {t:.0f}" for t, v in zip(times, values)]
     lines += _started_counters(times, rng)
+    # What two gateways measured they can hold over the last half hour (admission by load).
+    lines += ["# TYPE speechops_stream_capacity gauge"]
+    for pod, capacity in (("worker-a", 12), ("worker-b", 9)):
+        series = f'speechops_stream_capacity{{namespace="{NAMESPACE}",pipeline="{PIPELINE}",pod="{pod}"}}'
+        lines += [f"{series} {capacity} {t:.0f}" for t in times[-30:]]
     lines += ["# TYPE speechops_frame_backlog gauge", f'speechops_frame_backlog{{namespace="{NAMESPACE}",pipeline="{PIPELINE}"}} 0 {end:.0f}', "# EOF"]
     (root / "history.om").write_text("\n".join(lines) + "\n")
     data = root / "data"
