@@ -491,6 +491,19 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def wait_for(check, timeout: float = 30.0, what: str = "condition", details=lambda: "", every: float = 0.3):
+    """Polls check() until it returns something true (returned); on timeout fails saying
+    what was awaited and details() (e.g. a log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details()}")
+        time.sleep(every)
+
+
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, context=context, timeout=2) as r:

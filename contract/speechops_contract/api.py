@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from speechops_contract.profiles import profile as _tier
+
 
 GROUP = "speechops.dev"
 VERSION = "v1alpha1"
@@ -130,6 +132,9 @@ class Scaling:
     scale_down_delay: float = 60.0    # seconds
     scale_down_max_percent: int = 50  # of the period's highest replicas, removed within the period at most
     scale_down_period: float = 600.0  # seconds
+    # Availability objective, percent of demanded stream-minutes that find ready capacity
+    # (live: of stream requests admitted) over 30 days; None: the tier's (profiles).
+    availability: float | None = None
     # Decide, record and explain every tick, but write nothing to Deployments or pods:
     # the scaler's recommendations beside whatever scales the workers today.
     dry_run: bool = False
@@ -166,6 +171,13 @@ class PipelineSpec:
     scaling: Scaling = Scaling()
     reserve: Reserve = Reserve()
     streams: Streams = Streams()
+
+    @property
+    def availability(self) -> float:
+        """The availability objective as a share (0.999): the spec's, else its tier's."""
+        if self.scaling.availability is not None:
+            return self.scaling.availability / 100.0
+        return _tier(self.profile).availability
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -488,6 +500,8 @@ def parse_spec(raw: Mapping[str, Any] | None) -> PipelineSpec:
         scale_down_max_percent=r.integer(s, "scaleDownMaxPercent", "spec.scaling", Scaling.scale_down_max_percent,
                                          1, 100),
         scale_down_period=r.duration(s, "scaleDownPeriod", "spec.scaling", Scaling.scale_down_period),
+        availability=(None if s.get("availability") is None
+                      else r.number(s, "availability", "spec.scaling", 99.9, 50.0, 99.9999)),
         dry_run=r.boolean(s, "dryRun", "spec.scaling", Scaling.dry_run),
         prometheus_url=r.string(s, "prometheusUrl", "spec.scaling", Scaling().prometheus_url),
         queries={str(k): str(v) for k, v in queries.items()},

@@ -51,7 +51,7 @@ GATEWAY_ADMIN_PORT = 9400    # /metrics, /healthz, /readyz, POST /drain
 M_ACTIVE_STREAMS = "speechops_active_streams"                # gauge
 M_STREAMS_STARTED = "speechops_streams_started_total"        # counter: streams admitted (arrivals)
 M_FRAMES = "speechops_frames_total"                          # counter{direction=in|out}
-M_BACKLOG = "speechops_frame_backlog"                        # gauge: frames queued, not yet sent to Triton
+M_BACKLOG = "speechops_frame_backlog"                        # gauge: VAD chunks (512 samples, 32 ms) received, not yet through VAD
 M_STAGE_LATENCY = "speechops_stage_latency_seconds"          # histogram{stage}
 M_PARTIAL_LATENCY = "speechops_partial_latency_seconds"      # histogram: audio time -> partial sent
 M_FINAL_LATENCY = "speechops_final_latency_seconds"          # histogram: end of speech -> final sent
@@ -92,6 +92,11 @@ M_OP_READY_REPLICAS = "speechops_operator_ready_replicas"          # gauge: work
 M_OP_PLACEHOLDERS = "speechops_operator_placeholder_pods"          # gauge: placeholder pods asked for
 M_OP_SPARES = "speechops_operator_spare_replicas"                  # gauge: of desired workers, drained warm spares
 M_OP_SCALER_FALLBACKS = "speechops_operator_scaler_fallbacks_total"  # counter{reason}: predictive -> reactive
+M_OP_AVAILABILITY_OBJECTIVE = "speechops_operator_availability_objective_ratio"  # gauge: the objective, a share
+M_OP_AVAILABILITY = "speechops_operator_availability_ratio"        # gauge: share of stream requests admitted, 30 days
+M_OP_BUDGET_REMAINING = "speechops_operator_error_budget_remaining_ratio"  # gauge: share of the 30-day error budget left
+M_OP_BURN_RATE = "speechops_operator_error_budget_burn_rate"      # gauge{window=5m|30m|1h|6h}: 1 spends the budget in 30 days
+M_OP_HEADROOM_SIGMAS = "speechops_operator_headroom_sigmas"        # gauge: the forecast band's width the budget set
 # The reconciler's own health, across pipelines (no pipeline label: bounded cardinality).
 M_OP_RECONCILES = "speechops_operator_reconciles_total"            # counter{trigger,result}: reconciles
 M_OP_ERRORS = "speechops_operator_errors_total"                    # counter{trigger}: reconciles that failed

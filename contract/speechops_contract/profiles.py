@@ -27,6 +27,10 @@ class Profile:
     headroom_sigmas: float
     # Share of the forecast band held warm as placeholder pods (reserve mode auto).
     reserve_share: float
+    # Default availability objective: the share of demanded stream-minutes that must find
+    # ready capacity, over 30 days (spec.scaling.availability overrides it). The scaler
+    # starts its band at headroom_sigmas and moves it to spend this objective's budget.
+    availability: float
 
 
 PROFILES: dict[str, Profile] = {
@@ -34,16 +38,19 @@ PROFILES: dict[str, Profile] = {
         name="realtime", pack_window_ms=5.0, final_latency_target_s=0.5,
         priority_class="speechops-realtime", priority_value=1_000_000,
         preemption_policy="PreemptLowerPriority", headroom_sigmas=2.5, reserve_share=1.0,
+        availability=0.9999,
     ),
     "interactive": Profile(
         name="interactive", pack_window_ms=15.0, final_latency_target_s=1.0,
         priority_class="speechops-interactive", priority_value=100_000,
         preemption_policy="PreemptLowerPriority", headroom_sigmas=2.0, reserve_share=0.5,
+        availability=0.999,
     ),
     "batch": Profile(
         name="batch", pack_window_ms=100.0, final_latency_target_s=5.0,
         priority_class="speechops-batch", priority_value=1_000,
         preemption_policy="PreemptLowerPriority", headroom_sigmas=0.0, reserve_share=0.0,
+        availability=0.99,
     ),
 }
 

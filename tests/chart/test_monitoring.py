@@ -25,7 +25,8 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian prometheus) not installed")
 
 ALERTS = {"SpeechopsP99FrameLatencyHigh", "SpeechopsDroppedFrames", "SpeechopsUnservedStreams",
-          "SpeechopsScalerFallback", "SpeechopsForecastBandTooNarrow"}
+          "SpeechopsScalerFallback", "SpeechopsForecastBandTooNarrow", "SpeechopsErrorBudgetFastBurn",
+          "SpeechopsErrorBudgetSlowBurn"}
 
 
 def _rule_groups(tmp_path: Path) -> Path:
@@ -89,6 +90,11 @@ def _inputs() -> list[dict]:
         _series(names.M_OP_BAND_COVERAGE, GOOD, "0.96x30"),
         _series(names.M_OP_BAND_TARGET, BAD, "0.977x30"),
         _series(names.M_OP_BAND_TARGET, GOOD, "0.977x30"),
+        # "bad" burns its error budget 20x too fast over every window; "good" burned as
+        # fast for the last five minutes only (a blip the hour does not confirm).
+        *(_series(names.M_OP_BURN_RATE, BAD | {"window": w}, "20x30") for w in ("5m", "30m", "1h", "6h")),
+        _series(names.M_OP_BURN_RATE, GOOD | {"window": "5m"}, "20x30"),
+        *(_series(names.M_OP_BURN_RATE, GOOD | {"window": w}, "0.5x30") for w in ("30m", "1h", "6h")),
     ]
     return series
 
@@ -102,6 +108,8 @@ EXPECTED_SUMMARIES = {
                                 "Scaler of speech/bad fell back to reactive scaling (PrometheusUnavailable)"),
     "SpeechopsForecastBandTooNarrow": ("warning", {},
                                        "Forecast band of speech/bad covered only 90% of the last day's demand"),
+    "SpeechopsErrorBudgetFastBurn": ("critical", {}, "speech/bad burns its error budget 20x too fast"),
+    "SpeechopsErrorBudgetSlowBurn": ("warning", {}, "speech/bad burns its error budget 20.0x too fast"),
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.chart.chartkit import REPO, chart_crds, manifests
+from tests.envtest import free_port, wait_for
 
 README = (REPO / "README.md").read_text()
 QUICKSTART = README.split("## Cluster quickstart", 1)[1].split("\n## ", 1)[0]
@@ -71,23 +72,11 @@ def _kubectl_apply_files() -> list[Path]:
     return [REPO / c[c.index("-f") + 1] for c in _commands() if c[:2] == ["kubectl", "apply"]]
 
 
-def _wait(check, timeout: float, what: str, logs=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
-        time.sleep(0.3)
-
-
 class ChartOperatorPod:
     """The operator as the chart's pod would run it: its container args and env, its
     ServiceAccount's token; local ports instead of the pod's."""
 
     def __init__(self, control_plane, deployment: dict, pod_name: str, log: Path) -> None:
-        from tests.envtest import free_port
         spec = deployment["spec"]["template"]["spec"]
         container = spec["containers"][0]
         namespace = deployment["metadata"]["namespace"]
@@ -161,13 +150,13 @@ def test_readme_cluster_quickstart_step_by_step(control_plane, tmp_path):
     deployment_name = rollout[-1].split("/", 1)[1]
     deployment = api.sanitize_for_serialization(apps.read_namespaced_deployment(deployment_name, namespace))
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    operator_pods = _wait(lambda: core.list_namespaced_pod(namespace, label_selector=selector).items,
+    operator_pods = wait_for(lambda: core.list_namespaced_pod(namespace, label_selector=selector).items,
                           60, "the operator's pods from its Deployment")
     assert len(operator_pods) == deployment["spec"]["replicas"]
     for pod in operator_pods:
         assert pod.spec.service_account_name == deployment["spec"]["template"]["spec"]["serviceAccountName"]
         _mark_ready(core, pod)
-    _wait(lambda: apps.read_namespaced_deployment(deployment_name, namespace).status.ready_replicas
+    wait_for(lambda: apps.read_namespaced_deployment(deployment_name, namespace).status.ready_replicas
           == deployment["spec"]["replicas"], 60, "rollout status: the operator's Deployment ready")
 
     #    ... and the pods' processes, as the pods would run them (with peering, one acts).
@@ -194,7 +183,7 @@ def test_readme_cluster_quickstart_step_by_step(control_plane, tmp_path):
             return [p for p in core.list_namespaced_pod(ns).items
                     if (p.metadata.labels or {}).get("speechops.dev/pipeline") == name]
 
-        pods = _wait(worker_pods, 90, "the pipeline's worker pods (operator -> Deployment -> ReplicaSet -> Pod)",
+        pods = wait_for(worker_pods, 90, "the pipeline's worker pods (operator -> Deployment -> ReplicaSet -> Pod)",
                      logs)
         for pod in pods:
             for c in pod.spec.containers + (pod.spec.init_containers or []):
@@ -207,7 +196,7 @@ def test_readme_cluster_quickstart_step_by_step(control_plane, tmp_path):
             conditions = {c["type"]: c for c in sp.get("status", {}).get("conditions", [])}
             return conditions.get("Ready", {}).get("status") == "True" and sp
 
-        sp = _wait(ready, 90, f"sp {name} Ready=True", logs)
+        sp = wait_for(ready, 90, f"sp {name} Ready=True", logs)
         assert sp["status"]["readyReplicas"] >= 1
 
         # 5. kubectl port-forward svc/demo 8080:8080: the Service exists, serves 8080 and

@@ -245,3 +245,55 @@ def test_profile_lookups_follow_each_new_minute():
     f.observe(T0 + 2 * DAY + 600, 400.0)    # commits the tenth minute
     assert before[0] == pytest.approx(100.0)
     assert f.profile.value(T0 + 2 * DAY)[0] > before[0]
+
+
+def _opening_hours(t: float, rng) -> float:
+    """A call centre: nothing at night or at weekends; weekdays from 08:00, 0 -> 65 streams
+    within two minutes (Poisson)."""
+    day, second = int(t // DAY), t % DAY
+    if (day + 3) % 7 >= 5 or not 8 * 3600 <= second < 18 * 3600:
+        return 0.0
+    return float(rng.poisson(65 * min((second - 8 * 3600) / 120.0, 1.0)))
+
+
+def test_a_daily_opening_from_zero_is_provisioned_one_lead_time_ahead():
+    rng = np.random.default_rng(1)
+    f = SeasonalForecaster(lead=180.0, band_sigmas=2.0)
+    monday = 4 * DAY                                   # 1970-01-05
+    uppers = {}
+    for t in np.arange(monday, monday + 14 * DAY, 15.0):
+        f.observe(float(t), _opening_hours(float(t), rng))
+        if t % DAY == 8 * 3600 - 60:                    # 07:59, for 08:02
+            uppers[int((t - monday) // DAY)] = f.predict(float(t)).upper
+    # The first Monday has no history; from the second weekday on the history shows the
+    # opening (the daily profile, then the weekly one), and its top covers the 65 streams
+    # the next two minutes bring, while demand is still zero.
+    assert uppers[0] < 5
+    assert all(uppers[d] >= 60 for d in (1, 2, 3, 4, 7, 8, 9, 10, 11)), uppers
+    # The second weekend, once a week of history tells weekdays from weekends: no opening.
+    assert uppers[12] < 5 and uppers[13] < 5
+
+
+def test_the_seasonal_predictor_adds_a_rise_steeper_than_a_ratio():
+    from speechops.scaling.forecast import seasonal_change
+    assert seasonal_change(10.0, 10.0, 15.0) == pytest.approx(15.0)      # within 2x: the ratio, as before
+    assert seasonal_change(0.0, 0.0, 65.0) == pytest.approx(65.0)        # from zero: the rise itself
+    assert seasonal_change(2.0, 1.0, 65.0) == pytest.approx(2.0 + 2.0 * 64.0)   # steeper: the rise, in proportion
+    assert seasonal_change(65.0, 65.0, 0.0) == pytest.approx(0.0)        # closing
+
+
+def test_holt_winters_follows_the_clock_through_nightly_gaps():
+    # Opening hours with the nights missing (no rows), as a trace with gaps has them: the
+    # baseline stays near the demand instead of running away on a trend across the gap.
+    rng = np.random.default_rng(2)
+    hw = HoltWintersForecaster(lead=180.0)
+    monday = 4 * DAY
+    errors = []
+    for t in np.arange(monday, monday + 10 * DAY, 15.0):
+        if not 8 * 3600 <= t % DAY < 18 * 3600:
+            continue                                   # no row at night
+        value = _opening_hours(float(t), rng)
+        if t > monday + 5 * DAY and 9 * 3600 <= t % DAY < 17 * 3600:
+            errors.append(abs(hw.predict(float(t)).expected - 65.0 * (value > 0)))
+        hw.observe(float(t), value)
+    assert errors and np.median(errors) < 15

@@ -195,3 +195,20 @@ def test_pods_the_next_tick_does_not_need_wait_drained_as_warm_spares(prometheus
     assert not kept.remove and len(kept.undrain) <= 2 and kept.replicas == again.decision.replicas
     assert again.decision.replicas - again.decision.serving == pytest.approx(spares, abs=2)
     assert all(kept.costs[p] == 0 for p in plan.drain if p not in kept.undrain)
+
+
+def test_a_pod_readied_again_does_not_lengthen_the_lead_and_a_lead_change_keeps_the_history(prometheus):
+    # w-1 started in 90 s. Later it is drained and taken back: Ready's lastTransitionTime
+    # moves two hours on. The lead is still the first start's; when a slower pod joins,
+    # the lead grows and the forecaster keeps its history (no refetch of 14 days).
+    state, first = run_tick(prometheus.url, pods=[ready_pod("w-1")], now=prometheus.end - 600)
+    forecaster, points = state.forecaster, first.history_points
+    assert first.lead == 180 and points > 14 * 1440 * 0.9
+    readied = ready_pod("w-1", ready_at="2026-01-01T02:00:00Z")
+    _, again = run_tick(prometheus.url, pods=[readied], state=state, now=prometheus.end - 300)
+    assert again.lead == 180
+    slow = {**ready_pod("w-2", ready_at="2026-01-01T00:05:00Z"), "metadata": {"name": "w-2", "uid": "u2",
+                                                                             "creationTimestamp": "2026-01-01T00:00:00Z"}}
+    _, longer = run_tick(prometheus.url, pods=[readied, slow], state=state, now=prometheus.end)
+    assert longer.lead == 300 and longer.forecast.horizon == 300     # p90 of 90 s and 300 s, in ticks, + a tick
+    assert state.forecaster is forecaster and longer.history_points < 60

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from conftest import REPO
+from tests.crd_schema import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import report  # noqa: E402

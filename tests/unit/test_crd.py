@@ -30,7 +30,7 @@ def test_names_match_the_api_module():
     version = crd["spec"]["versions"][0]
     assert version["name"] == api.VERSION and version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Profile", "Ready", "Replicas", "Streams", "Forecast", "Spares", "Age"]
+        "Profile", "Ready", "Replicas", "Streams", "Forecast", "Spares", "Objective", "Budget", "Burn-1h", "Age"]
 
 
 def test_crd_is_a_valid_custom_resource_definition():

@@ -3,6 +3,7 @@ follow real scaler ticks."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,7 +78,9 @@ def test_metric_names_are_the_shared_names():
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
     metrics.record("ns", "p", desired=1, ready=1, placeholders=0, forecast_streams=12.5, fallback_reason="NoHistory",
-                   upper_streams=20.0, band_coverage=0.97, band_target=0.977)
+                   upper_streams=20.0, band_coverage=0.97, band_target=0.977,
+                   availability={"objective": 0.999, "achieved": 0.9995, "remaining": 0.5, "sigmas": 2.0,
+                                 "burn_5m": 0.0, "burn_30m": 0.1, "burn_1h": 0.2, "burn_6h": 0.5})
     exported = {k[0] for k in _samples(registry)}
     reconciler = {names.M_OP_RECONCILES, names.M_OP_ERRORS, names.M_OP_RECONCILE_DURATION, names.M_OP_CHILD_WRITES}
     assert exported == {v for k, v in vars(names).items() if k.startswith("M_OP_")} - reconciler
@@ -147,3 +150,25 @@ def test_an_hpa_on_the_workers_makes_the_scaler_recommend_only():
     again = controller.tick(state, spec, "speech", "assistant", 1_800_000_015.0, None, pods,
                             {p["metadata"]["name"]: 3.0 for p in pods})
     assert again.withheld == "" and again.announce and again.decision.changed
+
+
+def test_without_prometheus_the_gateways_backlog_and_request_counters_are_used():
+    # Two ready gateways: 20 live streams and 625 VAD chunks (32 ms) of backlog, 20
+    # stream-seconds, need 40 / 12.8 -> 4 replicas; their counters feed the error budget.
+    from speechops.scaling.signals import GatewayReading
+    spec = api.parse_spec({"capacity": {"streamsPerReplica": 16}, "scaling": {"mode": "reactive"},
+                           "reserve": {"mode": "none"}})
+    state = controller.ScalerState.for_spec(spec)
+    pods = [_pod("w-a", True), _pod("w-b", True)]
+    first = {"w-a": GatewayReading(streams=12, backlog=300, admitted=100, refused=0),
+             "w-b": GatewayReading(streams=8, backlog=325, admitted=50, refused=0)}
+    result = controller.tick(state, spec, "speech", "assistant", 1_800_000_000.0, None, pods,
+                             {"w-a": 12.0, "w-b": 8.0}, gateways=first)
+    assert result.decision.live_need == 4
+    assert result.availability["achieved"] is None          # a pod's first reading is its baseline
+    later = {"w-a": GatewayReading(streams=12, backlog=0, admitted=190, refused=10),
+             "w-b": GatewayReading(streams=8, backlog=0, admitted=5, refused=0)}   # w-b restarted
+    result = controller.tick(state, spec, "speech", "assistant", 1_800_000_015.0, None, pods,
+                             {"w-a": 12.0, "w-b": 8.0}, gateways=later)
+    assert result.availability["achieved"] == pytest.approx(1 - 10 / 105)
+    assert result.status_patch("now")["availability"]["objective"] == 99.9

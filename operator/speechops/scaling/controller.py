@@ -15,27 +15,35 @@ from typing import Any, Mapping, Sequence
 from speechops_contract import names
 from speechops import conditions
 from speechops_contract.api import PipelineSpec
+from speechops.scaling.budget import HeadroomController
 from speechops.scaling.forecast import Forecast, SeasonalForecaster, clean_history
 from speechops.scaling.policy import (Decision, DrainPlan, LiveSignals, PodLoad, Policy, PolicyConfig,
                                       plan_replicas)
-from speechops.scaling.signals import (STEP, PrometheusSource, SignalError, measured_start_time,
-                                       pod_is_ready, queries_for)
+from speechops.scaling.signals import (STEP, GatewayReading, PrometheusSource, SignalError, first_ready,
+                                       measured_start_time, pod_is_ready, queries_for)
 
 TICK = 15.0      # seconds between decisions, live and in the backtest
 
 
 def lead_time(configured: float, start_seconds: float | None) -> float:
     """How far ahead to forecast: pods must be ready when demand arrives, so at least one
-    pod start (measured live, modelled in the backtest) plus a tick."""
-    return max(configured, (start_seconds or 0.0) + TICK)
+    pod start (measured live, modelled in the backtest), in whole ticks, plus a tick."""
+    return max(configured, math.ceil((start_seconds or 0.0) / TICK - 1e-9) * TICK + TICK)
 
 
-def decide(policy: Policy, signals: LiveSignals, forecaster, lead: float) -> tuple[Decision, Forecast | None,
-                                                                                 Forecast | None]:
-    """The decision of one tick, live and in the backtest: the forecast one lead time
-    ahead sizes the fleet, the one a tick ahead the part of it that serves. `forecaster`
-    None: no forecast (reactive, or no history yet)."""
+def decide(policy: Policy, signals: LiveSignals, forecaster, lead: float,
+           headroom: HeadroomController | None = None) -> tuple[Decision, Forecast | None, Forecast | None]:
+    """The decision of one tick, live and in the backtest: the error budget sets the
+    band's width (`headroom`; None: the forecaster's own), the forecast one lead time ahead
+    sizes the fleet, the one a tick ahead the part of it that serves. `forecaster` None:
+    no forecast (reactive, or no history yet)."""
     forecast = near = None
+    if headroom is not None:
+        sigmas = headroom.update(signals.now)
+        if forecaster is not None and hasattr(forecaster, "set_band"):
+            # In steps of 0.05 sigma: a band that moved by less is the same band, and the
+            # forecast made for the last observation still holds.
+            forecaster.set_band(round(sigmas * 20) / 20)
     if forecaster is not None:
         forecast = forecaster.predict(signals.now, lead)
         near = forecaster.predict(signals.now, TICK)
@@ -51,11 +59,18 @@ class ScalerState:
     fed_until: float = 0.0
     lead: float = 0.0
     recommended: int | None = None     # plan withheld: the last replicas recommended
+    headroom: HeadroomController | None = None
+    counters: dict[str, tuple[float, float]] = field(default_factory=dict)   # pod -> (admitted, refused)
+    starts: dict[str, float] = field(default_factory=dict)                   # pod uid -> first start, s
 
     @classmethod
     def for_spec(cls, spec: PipelineSpec) -> "ScalerState":
         config = PolicyConfig.from_spec(spec)
-        return cls(config=config, policy=Policy(config))
+        return cls(config=config, policy=Policy(config), headroom=_headroom(config))
+
+
+def _headroom(config: PolicyConfig) -> HeadroomController:
+    return HeadroomController(config.availability, config.headroom_sigmas)
 
 
 CAPACITY_OVERSTATED = 2.0
@@ -85,6 +100,8 @@ class TickResult:
     # the recommendation does (the fleet follows something else, so it differs from the
     # recommendation on most ticks).
     announce: bool = False
+    # The availability objective and its error budget (availability_report).
+    availability: Mapping[str, float | None] = field(default_factory=dict)
     # What the gateways measured a replica can hold within the tier's latency target (None:
     # not known), against what spec.capacity.streamsPerReplica says.
     measured_capacity: int | None = None
@@ -115,6 +132,14 @@ class TickResult:
         status: dict[str, Any] = {"desiredReplicas": d.replicas, "spareReplicas": d.replicas - d.serving,
                                   "placeholders": d.reserve,
                                   "activeStreams": None if self.live_streams is None else round(self.live_streams)}
+        a = self.availability
+        if a:
+            status["availability"] = {
+                "objective": round(100 * a["objective"], 4),
+                **({} if a["achieved"] is None else {"achieved": round(100 * a["achieved"], 3)}),
+                **({} if a["remaining"] is None else {"budgetRemaining": round(100 * a["remaining"], 1)}),
+                **({} if a["burn_1h"] is None else {"burnRate1h": round(a["burn_1h"], 2)}),
+                "headroomSigmas": round(a["sigmas"], 2)}
         if self.measured_capacity is not None:
             status["measuredStreamsPerReplica"] = self.measured_capacity
         if d.forecast is not None:
@@ -143,9 +168,36 @@ def state_for(memo: dict, spec: PipelineSpec) -> ScalerState:
     config = PolicyConfig.from_spec(spec)
     state: ScalerState | None = memo.get("scaler")
     if state is None or state.config != config:
-        state = ScalerState(config=config, policy=Policy(config))
+        old = state
+        state = ScalerState.for_spec(spec)
+        if old is not None:
+            # The budget's record and the pods' counters outlive a spec change; the budget
+            # is judged against the new objective.
+            if old.headroom is not None:
+                state.headroom.budget = old.headroom.budget.judged_by(config.availability)
+            state.counters, state.starts = old.counters, old.starts
         memo["scaler"] = state
     return state
+
+
+def count_requests(state: ScalerState, now: float, gateways: Mapping[str, GatewayReading | None]) -> None:
+    """This tick's stream requests, admitted and refused for want of capacity, from the
+    gateways' counters (each pod's since the last tick; a counter that went down restarted
+    from zero; a pod's first reading is its baseline), into the error budget."""
+    demanded = unserved = 0.0
+    for pod, reading in gateways.items():
+        if reading is None:
+            continue
+        before = state.counters.get(pod)
+        if before is not None:
+            admitted = reading.admitted - before[0] if reading.admitted >= before[0] else reading.admitted
+            refused = reading.refused - before[1] if reading.refused >= before[1] else reading.refused
+            demanded += admitted + refused
+            unserved += refused
+        state.counters[pod] = (reading.admitted, reading.refused)
+    for pod in set(state.counters) - set(gateways):
+        del state.counters[pod]
+    state.headroom.record(now, demanded, unserved)
 
 
 def pod_loads(pods: Sequence[Mapping[str, Any]], streams: Mapping[str, float | None]) -> list[PodLoad]:
@@ -163,16 +215,25 @@ def pod_loads(pods: Sequence[Mapping[str, Any]], streams: Mapping[str, float | N
 def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now: float,
          source: PrometheusSource | None, pods: Sequence[Mapping[str, Any]],
          pod_streams: Mapping[str, float | None], deployment_replicas: int | None = None,
-         rival_autoscalers: Sequence[str] = ()) -> TickResult:
+         rival_autoscalers: Sequence[str] = (),
+         gateways: Mapping[str, GatewayReading | None] | None = None) -> TickResult:
     """One tick. `rival_autoscalers`: HorizontalPodAutoscalers that scale the worker
     Deployment too; while one exists the scaler recommends only, as in a dry run, since
-    two controllers writing one replica count undo each other every few seconds."""
+    two controllers writing one replica count undo each other every few seconds.
+    `gateways`: each pod's gateway metrics (backlog and request counters), when read."""
     cfg = state.config
+    gateways = gateways or {}
+    if state.headroom is None:
+        state.headroom = _headroom(cfg)
+    count_requests(state, now, gateways)
     loads = pod_loads(pods, pod_streams)
-    started = measured_start_time(pods)
-    lead = lead_time(cfg.lead_time, started)
+    first_ready(pods, state.starts)
+    lead = lead_time(cfg.lead_time, measured_start_time(state.starts.values()))
     if lead != state.lead:
-        state.forecaster, state.fed_until, state.lead = None, 0.0, lead
+        # The forecaster keeps its history: only what it is asked for moves.
+        state.lead = lead
+        if state.forecaster is not None:
+            state.forecaster.set_lead(lead)
 
     live = backlog = measured = None
     forecaster = coverage = None
@@ -209,6 +270,8 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
     ready_loads = [p for p in loads if p.ready]
     if live is None and ready_loads and all(p.streams is not None for p in ready_loads):
         live = float(sum(p.streams for p in ready_loads))
+        if backlog is None and all(gateways.get(p.name) is not None for p in ready_loads):
+            backlog = float(sum(gateways[p.name].backlog for p in ready_loads))
         if not active:
             message += "; using the gateways' live stream counts"
     elif live is None and not active:
@@ -222,7 +285,8 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                           ready_replicas=sum(1 for p in loads if p.ready and not p.draining),
                           deployment_replicas=deployment_replicas,
                           draining=sum(1 for p in loads if p.draining and p.streams != 0))
-    decision, forecast, _ = decide(state.policy, signals, forecaster, lead)
+    decision, forecast, _ = decide(state.policy, signals, forecaster, lead,
+                                   state.headroom if cfg.mode == "predictive" else None)
     if forecast is not None:
         span = forecast.history / 3600
         message = (f"forecasting from {span:.1f}h of history ({forecast.model})"
@@ -248,10 +312,20 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
                       condition_message=message or decision.message, live_streams=live, forecast=forecast,
                       history_points=points, pod_loads=tuple(loads), withheld=withheld, announce=announce,
                       band_coverage=None if coverage is None else coverage[0],
-                      band_target=state.forecaster.quantile if forecast is not None and cfg.headroom_sigmas > 0
-                      else None,
+                      band_target=state.forecaster.quantile if forecast is not None
+                      and state.forecaster.band_sigmas > 0 else None,
+                      availability=availability_report(state.headroom),
                       measured_capacity=None if measured is None else int(measured),
                       streams_per_replica=spec.capacity.streams_per_replica)
+
+
+def availability_report(headroom: HeadroomController) -> dict[str, float | None]:
+    """The objective, what was achieved over the budget's window, the budget left, burn
+    rates and the band's width now: for status, metrics and the condition."""
+    b = headroom.budget
+    achieved, remaining = b.availability(), b.remaining()
+    return {"objective": b.objective, "achieved": achieved, "remaining": remaining,
+            "sigmas": headroom.sigmas, **{f"burn_{w}": r for w, r in headroom.burn_rates().items()}}
 
 
 def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:

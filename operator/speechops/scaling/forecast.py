@@ -72,6 +72,20 @@ def band_quantile(sigmas: float) -> float:
     return 0.5 * (1.0 + math.erf(sigmas / math.sqrt(2.0)))
 
 
+def seasonal_change(level: float, now: float, then: float) -> float:
+    """The demand at now + horizon when the profile goes from `now` to `then` there and the
+    recent level is `level`. Within a factor of two, as a ratio: the level scaled as the
+    profile moves (the recent level corrects the profile's). A move steeper than that, or
+    from zero (opening hours), as a change: the profile's own rise, in the level's
+    proportion to it (within [0.5, 2]), is added, so a rise the history shows every day is
+    forecast in full where a clamped ratio saw at most twice the level, and from zero
+    nothing."""
+    if now > 0 and 0.5 <= then / now <= 2.0:
+        return level * then / now
+    scale = min(max(level / now, 0.5), 2.0) if now > 0 else 1.0
+    return max(level + scale * (then - now), 0.0)
+
+
 def _alpha(dt: float, tau: float) -> float:
     """Exponential-smoothing weight for a step of `dt` seconds and time constant `tau`,
     so irregular steps (60 s live, 15 s in the backtest, gaps) weigh the same per second."""
@@ -239,11 +253,23 @@ class SeasonalForecaster:
         now_s = self.profile.value(t)
         if now_s is not None:
             then_s = self.profile.value(t + horizon)
-            if then_s is not None and now_s[0] > 0:
-                ratio = min(max(then_s[0] / now_s[0], 0.5), 2.0)
-                seasonal = level * ratio
+            if then_s is not None:
+                seasonal = seasonal_change(level, now_s[0], then_s[0])
                 self._seasonal_name = now_s[1]
         return level, trend, seasonal, self.mean
+
+    def _scheduled(self, t: float, horizon: float) -> float | None:
+        """The demand at t + horizon when the profile shows a step there, beyond count
+        noise (3 sqrt of the demand it steps to), minute by minute without smoothing (a
+        smoothed profile starts a step early and halves it); None without one."""
+        now = self.profile.value(t, width=0)
+        if now is None:
+            return None
+        then = [v for v in (self.profile.value(t + horizon, width=0), self.profile.value(t + horizon + BIN, width=0))
+                if v is not None]
+        if not then or max(v for v, _ in then) - now[0] <= 3.0 * math.sqrt(max(max(v for v, _ in then), 1.0)):
+            return None
+        return seasonal_change(self.level, now[0], max(v for v, _ in then))
 
     def _weights(self) -> list[float]:
         inv = [(1.0 / (m + 1e-6)) ** self.weight_power for m in self._mse]
@@ -311,6 +337,21 @@ class SeasonalForecaster:
             return None
         return self._covered_count / len(self._covered), len(self._covered)
 
+    def set_lead(self, lead: float) -> None:
+        """A new lead time (the measured pod start moved): forecasts from now on look this
+        far ahead; the history, profile and errors stay."""
+        if lead != self.lead:
+            self.lead = lead
+            self._latest = None
+
+    def set_band(self, sigmas: float) -> None:
+        """A new band width (the error budget moves it); the forecast made for the last
+        observation is made again with it."""
+        if sigmas != self.band_sigmas:
+            self.band_sigmas = sigmas
+            self.quantile = band_quantile(sigmas)
+            self._latest = None
+
     def band_streams(self, expected: float) -> float:
         """How far above `expected` the band reaches, in streams.
 
@@ -360,6 +401,12 @@ class SeasonalForecaster:
         w = self._weights()
         trusted = self.upper_takes_trend and w[1] >= self.trend_gate * (1.0 - w[3])
         top = max(expected, cands[1]) if trusted else expected
+        # A step the history shows at this time of day or week (opening hours, a nightly
+        # batch) is provisioned in full: the blend weighs the seasonal predictor by its
+        # record over the whole day, where a schedule is right mostly at its steps.
+        scheduled = self._scheduled(now, horizon)
+        if scheduled is not None:
+            top = max(top, scheduled)
         labels = ("level", "trend", f"seasonal-{self._seasonal_name}" if self._seasonal_name else "", "mean")
         parts = [label for label, weight in zip(labels, w) if label and weight >= 0.25]
         return cands, Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=top + spread,
@@ -369,19 +416,27 @@ class SeasonalForecaster:
 
 class HoltWintersForecaster:
     """The Predictive-HPA-style baseline: additive Holt-Winters with a daily season on
-    one-minute means, and a fixed 2-sigma band from its one-step residuals."""
+    one-minute means, and a fixed 2-sigma band from its one-step residuals.
+
+    It follows the trace's clock, as PHPA's seasonal index does: the season is indexed by
+    the minute of the day, and across a gap (minutes with no observation) the level moves
+    by the trend once per minute of the gap, not once per observation, so a trace with
+    nightly gaps does not compress days into each other; after a gap longer than the
+    season's smoothing can bridge (`max_gap`) the trend starts again from zero."""
 
     def __init__(self, lead: float = 180.0, band_sigmas: float = 2.0, *,
-                 alpha: float = 0.9, beta: float = 0.9, gamma: float = 0.9):
+                 alpha: float = 0.9, beta: float = 0.9, gamma: float = 0.9, max_gap: float = 3600.0):
         self.lead = lead
         self.band_sigmas = band_sigmas
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.max_gap_minutes = max_gap / BIN
         self.season = np.zeros(DAY_BINS)
         self.season_n = np.zeros(DAY_BINS, dtype=np.int32)
         self.level: float | None = None
-        self.trend = 0.0
+        self.trend = 0.0                  # per minute
         self.t: float | None = None
-        self._minute: int | None = None
+        self._minute: int | None = None   # the minute being averaged
+        self._updated: int | None = None  # the last minute the state was updated for
         self._sum = 0.0
         self._count = 0
         self._resid2 = 0.0
@@ -404,29 +459,35 @@ class HoltWintersForecaster:
     def _update(self, minute: int, y: float) -> None:
         b = minute % DAY_BINS
         s = self.season[b] if self.season_n[b] else 0.0
-        if self.level is None:
-            self.level = y - s
+        steps = 1 if self._updated is None else max(minute - self._updated, 1)
+        self._updated = minute
+        if self.level is None or steps > self.max_gap_minutes:
+            self.level, self.trend = y - s, 0.0
             return
-        predicted = self.level + self.trend + s
-        self._resid2 += (y - predicted) ** 2
-        self._resid_n += 1
+        predicted = self.level + steps * self.trend + s
+        if steps == 1:
+            self._resid2 += (y - predicted) ** 2
+            self._resid_n += 1
         prev = self.level
-        self.level = self.alpha * (y - s) + (1 - self.alpha) * (self.level + self.trend)
-        self.trend = self.beta * (self.level - prev) + (1 - self.beta) * self.trend
+        self.level = self.alpha * (y - s) + (1 - self.alpha) * (self.level + steps * self.trend)
+        self.trend = self.beta * (self.level - prev) / steps + (1 - self.beta) * self.trend
         self.season[b] = self.gamma * (y - self.level) + (1 - self.gamma) * s if self.season_n[b] else y - self.level
         self.season_n[b] += 1
 
     def predict(self, now: float, horizon: float | None = None) -> Forecast:
         horizon = self.lead if horizon is None else horizon
-        if self.level is None:
-            level, trend = self.last_value, 0.0
+        target = int((now + horizon) // BIN)
+        if self.level is None or self._updated is None:
+            level, trend, steps = self.last_value, 0.0, 0.0
         else:
             level, trend = self.level, self.trend
-        steps = horizon / BIN
-        b = int((now + horizon) // BIN) % DAY_BINS
+            steps = float(target - self._updated)      # minutes on the trace's clock
+            if steps > self.max_gap_minutes:
+                trend = 0.0
+        b = target % DAY_BINS
         expected = max(level + steps * trend + (self.season[b] if self.season_n[b] else 0.0), 0.0)
         sd = math.sqrt(self._resid2 / self._resid_n) if self._resid_n else 0.25 * max(expected, 1.0)
-        spread = self.band_sigmas * sd * math.sqrt(max(steps, 1.0))
+        spread = self.band_sigmas * sd * math.sqrt(max(horizon / BIN, 1.0))
         return Forecast(at=now + horizon, horizon=horizon, expected=expected, upper=expected + spread,
                         lower=max(expected - spread, 0.0), model="holt-winters", history=0.0)
 

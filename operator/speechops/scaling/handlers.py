@@ -39,10 +39,10 @@ async def list_worker_pods(kube: KubeClient, namespace: str, pipeline: str) -> l
     return await kube.list("Pod", namespace, label_selector=selector)
 
 
-async def read_streams(pods: list[dict]) -> dict[str, float | None]:
-    """Each pod's live streams from its gateway, all pods at once."""
-    counts = await asyncio.gather(*(asyncio.to_thread(signals.read_pod_streams, p) for p in pods))
-    return {p["metadata"]["name"]: c for p, c in zip(pods, counts)}
+async def read_gateways(pods: list[dict]) -> dict[str, signals.GatewayReading | None]:
+    """Each pod's gateway metrics (streams, backlog, request counters), all pods at once."""
+    readings = await asyncio.gather(*(asyncio.to_thread(signals.read_gateway, p) for p in pods))
+    return {p["metadata"]["name"]: r for p, r in zip(pods, readings)}
 
 
 async def apply(kube: KubeClient, result: controller.TickResult, *, namespace: str, name: str, pods: list[dict],
@@ -141,12 +141,14 @@ async def scale(name: str, namespace: str, spec: dict, status: dict, body: Any, 
     worker = await kube.get("Deployment", namespace, names.worker_deployment(name))
     worker_replicas = actions.replicas_of(worker)
     pods = await fleet_pods(kube, namespace, name, await list_worker_pods(kube, namespace, name), worker)
-    streams = await read_streams(pods)
+    gateways = await read_gateways(pods)
+    streams = {pod: None if r is None else r.streams for pod, r in gateways.items()}
     source = (signals.PrometheusSource(parsed.scaling.prometheus_url, timeout=5.0)
               if parsed.scaling.prometheus_url else None)
     rivals = tuple(deployment_autoscalers.get((namespace, names.worker_deployment(name)), ()))
     result = await asyncio.to_thread(controller.tick, state, parsed, namespace, name, time.time(), source, pods,
-                                     streams, deployment_replicas=worker_replicas, rival_autoscalers=rivals)
+                                     streams, deployment_replicas=worker_replicas, rival_autoscalers=rivals,
+                                     gateways=gateways)
     await apply(kube, result, namespace=namespace, name=name, pods=pods, body=body, patch=patch,
                 status=status or {}, generation=meta.get("generation"), logger=logger,
                 worker_replicas=worker_replicas)

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from speechops_contract import names
 from speechops import conditions
+from speechops.scaling.budget import BURN_WINDOWS
 
 LABELS = ("namespace", "pipeline")
 
@@ -45,6 +46,22 @@ class OperatorMetrics:
         self.spares = Gauge(names.M_OP_SPARES,
                             "Of the desired workers, those kept drained as warm spares (no new streams).", LABELS,
                             registry=registry)
+        self.objective = Gauge(names.M_OP_AVAILABILITY_OBJECTIVE,
+                               "The availability objective: the share of stream requests that must find ready "
+                               "capacity.", LABELS, registry=registry)
+        self.availability = Gauge(names.M_OP_AVAILABILITY,
+                                  "Share of stream requests admitted over the error budget's window (30 days).",
+                                  LABELS, registry=registry)
+        self.budget_remaining = Gauge(names.M_OP_BUDGET_REMAINING,
+                                      "Share of the 30-day error budget not spent (negative: overspent).", LABELS,
+                                      registry=registry)
+        self.burn_rate = Gauge(names.M_OP_BURN_RATE,
+                               "Error budget burn rate over the window: the share refused for want of capacity "
+                               "over the share the objective allows (1 spends the budget in 30 days).",
+                               LABELS + ("window",), registry=registry)
+        self.headroom = Gauge(names.M_OP_HEADROOM_SIGMAS,
+                              "The forecast band's width the error budget set, in sigmas of the forecaster's "
+                              "own errors.", LABELS, registry=registry)
         # prometheus_client appends _total to counters itself.
         self.fallbacks = Counter(names.M_OP_SCALER_FALLBACKS.removesuffix("_total"),
                                  "Scaler ticks spent scaling reactively because the forecast was "
@@ -53,8 +70,21 @@ class OperatorMetrics:
     def record(self, namespace: str, pipeline: str, *, desired: int, ready: int, placeholders: int,
                forecast_streams: float | None, fallback_reason: str | None, spares: int = 0,
                upper_streams: float | None = None, band_coverage: float | None = None,
-               band_target: float | None = None) -> None:
+               band_target: float | None = None, availability: Mapping[str, float | None] | None = None) -> None:
         key = (namespace, pipeline)
+        a = availability or {}
+        for gauge, value in ((self.objective, a.get("objective")), (self.availability, a.get("achieved")),
+                             (self.budget_remaining, a.get("remaining")), (self.headroom, a.get("sigmas"))):
+            if value is not None:
+                gauge.labels(*key).set(value)
+            else:
+                _drop(gauge, key)
+        for window in BURN_WINDOWS:
+            rate = a.get(f"burn_{window}")
+            if rate is not None:
+                self.burn_rate.labels(*key, window).set(rate)
+            else:
+                _drop(self.burn_rate, key + (window,))
         self.desired.labels(*key).set(desired)
         self.spares.labels(*key).set(spares)
         self.ready.labels(*key).set(ready)
@@ -74,8 +104,11 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, pipeline: str) -> None:
         for gauge in (self.forecast, self.desired, self.ready, self.placeholders, self.spares, self.upper,
-                      self.coverage, self.coverage_target):
+                      self.coverage, self.coverage_target, self.objective, self.availability,
+                      self.budget_remaining, self.headroom):
             _drop(gauge, (namespace, pipeline))
+        for window in BURN_WINDOWS:
+            _drop(self.burn_rate, (namespace, pipeline, window))
         for labels in [s.labels for m in self.fallbacks.collect() for s in m.samples]:
             if labels.get("namespace") == namespace and labels.get("pipeline") == pipeline:
                 _drop(self.fallbacks, (namespace, pipeline, labels["reason"]))
@@ -124,5 +157,5 @@ def record_tick(namespace: str, pipeline: str, result: Any, pods: Iterable[Mappi
         spares=decision.replicas - decision.serving,
         forecast_streams=None if forecast is None else forecast.expected,
         upper_streams=None if forecast is None else forecast.upper,
-        band_coverage=result.band_coverage, band_target=result.band_target,
+        band_coverage=result.band_coverage, band_target=result.band_target, availability=result.availability,
         fallback_reason=result.condition_reason if fell_back else None)

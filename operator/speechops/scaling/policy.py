@@ -66,6 +66,7 @@ class PolicyConfig:
     reserve_share: float = _DEFAULT_TIER.reserve_share
     scale_down_max_share: float = Scaling.scale_down_max_percent / 100.0   # of the period's highest target
     scale_down_period: float = Scaling.scale_down_period
+    availability: float = _DEFAULT_TIER.availability   # the objective, a share
     # True: the expected demand is planned at targetUtilization and the upper band at
     # full capacity (the headroom utilization leaves is what the band first uses up).
     # False: the upper band at targetUtilization, paying that headroom twice.
@@ -92,7 +93,8 @@ class PolicyConfig:
                    scale_down_max_share=spec.scaling.scale_down_max_percent / 100.0,
                    scale_down_period=spec.scaling.scale_down_period,
                    headroom_sigmas=p.headroom_sigmas, reserve_mode=spec.reserve.mode,
-                   reserve_count=spec.reserve.count, reserve_share=p.reserve_share)
+                   reserve_count=spec.reserve.count, reserve_share=p.reserve_share,
+                   availability=spec.availability)
 
     @property
     def streams_per_target(self) -> float:

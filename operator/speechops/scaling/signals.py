@@ -13,6 +13,7 @@ import os
 import statistics
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from string import Template
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -197,7 +198,8 @@ def pod_is_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def pod_start_seconds(pod: Mapping[str, Any]) -> float | None:
-    """Creation to Ready for one pod, from its Ready condition's transition time."""
+    """Creation to Ready for one pod, from its Ready condition's transition time: the first
+    Ready only while the pod has not gone NotReady since (see `first_ready`)."""
     created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     conds = (pod.get("status") or {}).get("conditions") or []
     ready = next((c for c in conds if c.get("type") == "Ready" and c.get("status") == "True"), None)
@@ -207,9 +209,29 @@ def pod_start_seconds(pod: Mapping[str, Any]) -> float | None:
     return became - created
 
 
-def measured_start_time(pods: Sequence[Mapping[str, Any]]) -> float | None:
-    """The slowest typical pod start (90th percentile) among pods that became ready."""
-    samples = sorted(s for s in (pod_start_seconds(p) for p in pods) if s is not None)
+def first_ready(pods: Sequence[Mapping[str, Any]], known: dict[str, float]) -> None:
+    """Keeps `known` (pod uid -> seconds from creation to its first Ready) for the pods
+    there are. Ready's lastTransitionTime moves on every NotReady -> Ready (a drained spare
+    taken back, a failed probe), so a pod's start is read once, the first tick it is seen
+    ready, and kept; a pod first seen draining or restarted is not read at all."""
+    present = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or meta.get("name")
+        present.add(uid)
+        if uid in known or (meta.get("annotations") or {}).get(names.ANNOTATION_DRAINING) == "true":
+            continue
+        restarts = sum(c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses") or [])
+        start = pod_start_seconds(pod) if not restarts else None
+        if start is not None:
+            known[uid] = start
+    for uid in set(known) - present:
+        del known[uid]
+
+
+def measured_start_time(starts: Iterable[float]) -> float | None:
+    """The slowest typical pod start (90th percentile) of the pods' first starts."""
+    samples = sorted(starts)
     if not samples:
         return None
     if len(samples) == 1:
@@ -228,8 +250,23 @@ def pod_address(pod: Mapping[str, Any]) -> str | None:
     return (pod.get("status") or {}).get("podIP")
 
 
-def read_pod_streams(pod: Mapping[str, Any], timeout: float = 1.0) -> float | None:
-    """Live streams on one pod from its gateway's /metrics; None when it does not answer."""
+# Refusals that mean no ready capacity (the availability objective's unserved requests):
+# over capacity, or a draining pod.
+UNSERVED_KINDS = ("capacity", "drain")
+
+
+@dataclass(frozen=True)
+class GatewayReading:
+    """One gateway's /metrics: live streams, backlog (VAD chunks), and its counters of
+    streams admitted and refused for want of capacity, since the pod started."""
+    streams: float
+    backlog: float = 0.0
+    admitted: float = 0.0
+    refused: float = 0.0
+
+
+def read_gateway(pod: Mapping[str, Any], timeout: float = 1.0) -> GatewayReading | None:
+    """One pod's gateway metrics; None when it does not answer or has no stream gauge."""
     ip = pod_address(pod)
     if not ip:
         return None
@@ -238,10 +275,27 @@ def read_pod_streams(pod: Mapping[str, Any], timeout: float = 1.0) -> float | No
             text = resp.read().decode("utf-8", "replace")
     except (OSError, urllib.error.URLError, ValueError):
         return None
+    found: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
+            # The parser names counters without their _total.
             if family.name == names.M_ACTIVE_STREAMS:
-                return float(sum(s.value for s in family.samples))
+                found["streams"] = sum(s.value for s in family.samples)
+            elif family.name == names.M_BACKLOG:
+                found["backlog"] = sum(s.value for s in family.samples)
+            elif family.name == names.M_STREAMS_STARTED.removesuffix("_total"):
+                found["admitted"] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+            elif family.name == names.M_REJECTED_STREAMS.removesuffix("_total"):
+                found["refused"] = sum(s.value for s in family.samples
+                                       if s.name.endswith("_total") and s.labels.get("kind") in UNSERVED_KINDS)
     except ValueError:
         return None
-    return None
+    if "streams" not in found:
+        return None
+    return GatewayReading(**found)
+
+
+def read_pod_streams(pod: Mapping[str, Any], timeout: float = 1.0) -> float | None:
+    """Live streams on one pod from its gateway's /metrics; None when it does not answer."""
+    reading = read_gateway(pod, timeout)
+    return None if reading is None else reading.streams

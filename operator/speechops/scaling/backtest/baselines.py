@@ -90,6 +90,7 @@ def run_hpa(times: np.ndarray, arrivals: np.ndarray, demand: np.ndarray, opts: O
             pod_ticks += fleet.serving + fleet.n_starting()
         _progress("hpa", i, n, progress)
     res.unserved_stream_minutes = unserved * opts.tick / 60.0
+    res.demand_stream_minutes = float(demand[score_from:].sum()) * opts.tick / 60.0
     res.pod_hours = pod_ticks * opts.tick / 3600.0
     res.streams_cut = cut
     return res
@@ -105,6 +106,7 @@ def run_oracle(demand: np.ndarray, opts: Options, score_from: int) -> Result:
         alive[:-k] = np.maximum(alive[:-k], need[k:])
     res = Result(policy="oracle", capacity=need * opts.capacity)
     res.pod_hours = float(alive[score_from:].sum() * opts.tick / 3600.0)
+    res.demand_stream_minutes = float(demand[score_from:].sum()) * opts.tick / 60.0
     res.scale_events = int(np.count_nonzero(np.diff(alive[score_from:])))
     return res
 

@@ -70,6 +70,7 @@ def spec_settings(path: str | Path) -> tuple[dict, str]:
                 "lead": spec.scaling.lead_time, "scale_down_delay": spec.scaling.scale_down_delay,
                 "scale_down_max_percent": spec.scaling.scale_down_max_percent,
                 "scale_down_period": spec.scaling.scale_down_period, "profile": spec.profile,
+                "availability": spec.scaling.availability,
                 "history": spec.scaling.history}
     return settings, f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
 
@@ -77,7 +78,7 @@ def spec_settings(path: str | Path) -> tuple[dict, str]:
 # Policy settings a flag or a --spec can give: flag > spec > these.
 _POLICY_DEFAULTS = {**{key: getattr(Options(), key) for key in ("capacity", "util", "lead", "scale_down_delay",
                                                                  "scale_down_max_percent", "scale_down_period")},
-                    "profile": DEFAULT_PROFILE, "history": Scaling.history}
+                    "profile": DEFAULT_PROFILE, "history": Scaling.history, "availability": None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity", type=int, help="streams one pod serves (default 16)")
     ap.add_argument("--util", type=float, help="target utilisation (default 0.8)")
     ap.add_argument("--profile", choices=sorted(PROFILES),
-                    help="latency tier, whose headroom sigmas set the band "
-                         f"(default {DEFAULT_PROFILE}: {PROFILES[DEFAULT_PROFILE].headroom_sigmas:g})")
+                    help="latency tier: where the band starts and the default objective "
+                         f"(default {DEFAULT_PROFILE}: {PROFILES[DEFAULT_PROFILE].headroom_sigmas:g} sigma, "
+                         f"{100 * PROFILES[DEFAULT_PROFILE].availability:g}%%)")
+    ap.add_argument("--availability", type=float, metavar="PERCENT",
+                    help="availability objective, percent of demanded stream-minutes served (default: the "
+                         "--spec's, else the tier's)")
     ap.add_argument("--start-delay", default="120s", help="pod creation to ready (default 120s)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply arrivals (default 1.0)")
     ap.add_argument("--gap", choices=("zero", "hold"), default="zero", help="missing rows: zero or repeat last")
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trace and (args.pipeline or args.save_trace):
             raise ValueError("--pipeline and --save-trace go with --prometheus")
         for key, flag in (("capacity", args.capacity), ("util", args.util), ("profile", args.profile),
+                          ("availability", args.availability),
                           ("scale_down_max_percent", args.scale_down_max_percent)):
             settings[key] = flag if flag is not None else settings.get(key, _POLICY_DEFAULTS[key])
         for key, flag in (("lead", args.lead), ("scale_down_delay", args.scale_down_delay),
@@ -140,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                                     (duration is None or duration >= TICK, f"--duration must be at least {TICK:g}s"),
                                     (0 <= args.warmup < 1, "--warmup must be in [0, 1)"),
                                     (1 <= settings["scale_down_max_percent"] <= 100,
-                                     "--scale-down-max-percent must be in 1..100")) if not ok]
+                                     "--scale-down-max-percent must be in 1..100"),
+                                    (settings["availability"] is None or 50 < settings["availability"] < 100,
+                                     "--availability must be a percent in (50, 100)")) if not ok]
         if problems:
             raise ValueError("; ".join(problems))
         if args.plot:
@@ -151,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             trace, duration, source = _from_prometheus(args, duration, history)
         else:
             trace, duration = load_trace(args.trace), (Options.duration if duration is None else duration)
-        headroom = profile(settings.pop("profile")).headroom_sigmas
+        tier = profile(settings.pop("profile"))
+        headroom = tier.headroom_sigmas
+        objective = tier.availability if settings.get("availability") is None else settings["availability"] / 100.0
+        settings["availability"] = objective
         opts = Options(duration=duration, start_delay=parse_duration(args.start_delay), scale=args.scale,
                        gap=args.gap, durations=args.durations, warmup=args.warmup, headroom_sigmas=headroom,
                        **settings)

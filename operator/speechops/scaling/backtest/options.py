@@ -31,5 +31,6 @@ class Options:
     scale_down_delay: float = Scaling.scale_down_delay
     scale_down_max_percent: int = Scaling.scale_down_max_percent
     scale_down_period: float = Scaling.scale_down_period
-    headroom_sigmas: float = PROFILES[DEFAULT_PROFILE].headroom_sigmas
+    headroom_sigmas: float = PROFILES[DEFAULT_PROFILE].headroom_sigmas   # where the band starts
+    availability: float = PROFILES[DEFAULT_PROFILE].availability         # the objective, a share
     tick: float = TICK

@@ -122,12 +122,11 @@ def write_plot(path: str | Path, report: dict) -> None:
     """The PNG of one backtest (needs the `plot` extra); takes the series out of the report."""
     series = report.pop("_series")
     q = report["ratios"]
-    subtitle = ("speechops: unserved {} x HPA, pod-hours {:.3f} x HPA, {:.3f} x oracle, {:.0f} streams cut"
-                .format("inf" if q["unserved_vs_hpa"] is None else f"{q['unserved_vs_hpa']:.3f}",
-                        q["pod_hours_vs_hpa"], q["pod_hours_vs_oracle"],
-                        report["results"]["speechops"]["streams_cut"]))
+    vs = q["pod_hours_vs_hindsight"]
+    subtitle = ("speechops: {:.4f}% served (objective {:g}%), pod-hours {} x the hindsight band's, {:.3f} x the "
+                "oracle's, {:.0f} streams cut"
+                .format(100 * q["availability"], 100 * report["objective"], "-" if vs is None else f"{vs:.3f}",
+                        q["pod_hours_vs_oracle"], report["results"]["speechops"]["streams_cut"]))
     plot_backtest(path, series["times"], series["demand"], series["results"], title=report["trace"],
                   scored_from=series["scored_from"], lead=series["lead"], subtitle=subtitle)
     report["plot"] = str(path)
-
-
