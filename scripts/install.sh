@@ -23,6 +23,6 @@ if ((${#need_apt[@]})); then
         $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[operator,worker,triton,test,plot]' 2>&1 \
+python3 -m pip install -q --disable-pip-version-check -e '.[operator,worker,triton,test,plot,client]' 2>&1 \
     | grep -v -e 'Running pip as the' -e 'pip.pypa.io/warnings/venv' || true
 python3 -c 'import speechops, speechops_worker' 

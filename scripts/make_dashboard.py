@@ -111,6 +111,14 @@ def build() -> dict:
               [target(f"max by ({BY}) ({n.M_OP_BAND_COVERAGE}{{{SEL}}})", "covered {{pipeline}}", "A"),
                target(f"max by ({BY}) ({n.M_OP_BAND_TARGET}{{{SEL}}})", "target {{pipeline}}", "B")],
               "percentunit", 0, 40),
+        panel(12, "Error budget burn rate",
+              "The availability objective's error budget: the share of stream requests refused for want of "
+              "capacity, over the share the objective allows (1 spends the 30-day budget in 30 days), per "
+              "window; the alerts page above 14.4 over 1h and 5m, and ticket above 6 over 6h and 30m. The "
+              "scaler widens its band while it burns fast.",
+              [target(f"max by ({BY}, window) ({n.M_OP_BURN_RATE}{{{SEL}}})", "{{pipeline}} {{window}}", "A"),
+               target(f"max by ({BY}) ({n.M_OP_HEADROOM_SIGMAS}{{{SEL}}})", "band sigmas {{pipeline}}", "B")],
+              "short", 12, 40),
     ]
     return {
         "uid": "speechops-pipelines",

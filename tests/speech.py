@@ -60,6 +60,23 @@ def to_float(pcm16: np.ndarray) -> np.ndarray:
     return (np.asarray(pcm16, dtype=np.float32) / 32768.0).astype(np.float32)
 
 
+def whole_file_text(grpc_url: str, pcm16: np.ndarray, model: str = "whisper_asr") -> str:
+    """The whole recording decoded at once by the served ASR model (no streaming): what a
+    streamed transcript is held to."""
+    import tritonclient.grpc as grpcclient
+    audio = to_float(pcm16)[None]
+    inputs = [grpcclient.InferInput("AUDIO", list(audio.shape), "FP32"), grpcclient.InferInput("LENGTH", [1], "INT32"),
+              grpcclient.InferInput("PROMPT", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(audio)
+    inputs[1].set_data_from_numpy(np.array([audio.shape[1]], np.int32))
+    inputs[2].set_data_from_numpy(np.array([b""], dtype=object))
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        return client.infer(model, inputs).as_numpy("TEXT")[0].decode()
+    finally:
+        client.close()
+
+
 def silence(seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.zeros(int(round(seconds * sample_rate)), dtype=np.int16)
 

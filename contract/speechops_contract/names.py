@@ -51,7 +51,7 @@ GATEWAY_ADMIN_PORT = 9400    # /metrics, /healthz, /readyz, POST /drain
 M_ACTIVE_STREAMS = "speechops_active_streams"                # gauge
 M_STREAMS_STARTED = "speechops_streams_started_total"        # counter: streams admitted (arrivals)
 M_FRAMES = "speechops_frames_total"                          # counter{direction=in|out}
-M_BACKLOG = "speechops_frame_backlog"                        # gauge: frames queued, not yet sent to Triton
+M_BACKLOG = "speechops_frame_backlog"                        # gauge: VAD chunks (512 samples, 32 ms) received, not yet through VAD
 M_STAGE_LATENCY = "speechops_stage_latency_seconds"          # histogram{stage}
 M_PARTIAL_LATENCY = "speechops_partial_latency_seconds"      # histogram: audio time -> partial sent
 M_FINAL_LATENCY = "speechops_final_latency_seconds"          # histogram: end of speech -> final sent

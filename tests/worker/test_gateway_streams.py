@@ -176,24 +176,10 @@ async def test_telephony_and_studio_rates_are_resampled_and_transcribed(triton_s
     # Narrowband audio costs the model words whatever the gateway does: the streamed
     # transcript is held to the whole-file decode of the same audio at 16 kHz.
     heard = audio if encoding == "pcm_s16le" else np.concatenate([ulaw_decode(f) for f in frames])
-    whole = whole_file_text(triton_server, soxr.resample(heard, rate, 16000).astype(np.int16))
+    whole = speech.whole_file_text(triton_server.grpc_url, soxr.resample(heard, rate, 16000).astype(np.int16))
     assert word_error_rate(text, result.transcript) <= word_error_rate(text, whole) + 0.1, (result.transcript, whole)
     assert word_error_rate(text, result.transcript) <= 0.3, result.transcript
 
-
-def whole_file_text(triton_server, pcm16: np.ndarray) -> str:
-    import tritonclient.grpc as grpcclient
-    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    audio = speech.to_float(pcm16)[None]
-    inputs = [grpcclient.InferInput("AUDIO", list(audio.shape), "FP32"), grpcclient.InferInput("LENGTH", [1], "INT32"),
-              grpcclient.InferInput("PROMPT", [1], "BYTES")]
-    inputs[0].set_data_from_numpy(audio)
-    inputs[1].set_data_from_numpy(np.array([audio.shape[1]], np.int32))
-    inputs[2].set_data_from_numpy(np.array([b""], dtype=object))
-    try:
-        return client.infer("whisper_asr", inputs).as_numpy("TEXT")[0].decode()
-    finally:
-        client.close()
 
 
 async def test_partials_come_before_the_final_and_never_contradict_it(triton_server):

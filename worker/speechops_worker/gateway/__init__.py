@@ -14,10 +14,12 @@ Client -> gateway
         "options": {"partial_interval_ms": 500, "partials": true,
                     "vad_probs": false, "prompt": "Kubernetes Triton"}}
 
-   ``pipeline`` may be left out when the gateway serves one pipeline. Only 16 kHz mono
-   16-bit little-endian PCM is accepted. ``options`` are all optional.
-2. Binary frames of PCM16 audio, any whole number of samples up to 1 s each; 20 ms
-   (640 bytes) is typical. Send them in real time or faster (the gateway stops reading
+   ``pipeline`` may be left out when the gateway serves one pipeline. ``sample_rate``:
+   8000, 16000, 24000 or 48000 (default: the pipeline's spec.streams.sampleRate),
+   resampled to 16 kHz; ``encoding``: ``pcm_s16le`` (default), or ``mulaw``/``alaw``
+   (G.711, 8 kHz). Other fields are refused. ``options`` are all optional.
+2. Binary frames of audio as declared, any whole number of samples up to 1 s each; 20 ms
+   (640 bytes at 16 kHz) is typical. Send them in real time or faster (the gateway stops reading
    a client that is too far ahead, TCP then pushes back).
 3. ``{"type": "commit"}`` (optional, any time): the audio sent so far ends the current
    utterance; its ``final`` (reason ``commit``) follows without waiting for a pause.

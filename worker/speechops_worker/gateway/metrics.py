@@ -54,6 +54,9 @@ class GatewayMetrics:
         # unserved alert counts), drain, client (the client's mistake), server (inference).
         self.rejected = Counter(names.M_REJECTED_STREAMS.removesuffix("_total"), "Streams refused or failed",
                                 base + ["reason", "kind"], registry=r)
+        self.auth_refused = Counter(names.M_AUTH_REFUSED.removesuffix("_total"),
+                                    "Connections refused for a missing or wrong API key", ["namespace", "reason"],
+                                    registry=r)
         self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
         self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
         self.capacity = Gauge(names.M_STREAM_CAPACITY, "Streams of the pipeline this replica measured it can hold "

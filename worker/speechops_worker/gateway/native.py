@@ -41,6 +41,8 @@ class Streams(Protocol):
 
 
 class NativeConnection(WSListener):
+    auth_refusal: tuple[str, str] | None = None    # (code, message): refused before any message
+    query = ""
     def __init__(self, streams: Streams):
         self.streams = streams
         self.transport = None
@@ -62,6 +64,8 @@ class NativeConnection(WSListener):
         if sock is not None and self.streams.config.socket_send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.streams.config.socket_send_buffer)
         self.streams.connected(self)
+        if self.auth_refusal is not None:
+            self.fail(*self.auth_refusal)
 
     def on_ws_frame(self, transport, frame) -> None:
         if self.done:

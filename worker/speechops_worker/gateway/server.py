@@ -24,13 +24,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from picows import WSUpgradeRequest, ws_create_server
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
 from speechops_contract import names
 from speechops_contract.api import PipelineSpec
 from speechops_contract.catalog import MODELS, SAMPLE_RATE, VAD_CHUNK
 from speechops_contract.profiles import profile as profile_of
+from speechops_worker.gateway import auth
 from speechops_worker.gateway import protocol as P
+from speechops_worker.gateway import realtime as R
 from speechops_worker.gateway.admin import AdminHooks, AdminServer
 from speechops_worker.gateway.admission import Admission, Load
 from speechops_worker.gateway.degrade import Degrader
@@ -39,8 +41,10 @@ from speechops_worker.gateway.metrics import GatewayMetrics
 from speechops_worker.gateway.native import NativeConnection
 from speechops_worker.gateway.packer import Packer, pcm16_to_float
 from speechops_worker.gateway.pipeline import MODEL_KINDS, PipelinePlan, plan
+from speechops_worker.gateway.realtime_conn import RealtimeConnection
 from speechops_worker.gateway.segmenter import VadParams
 from speechops_worker.gateway.session import Limits, Session, SessionHost
+from speechops_worker.gateway.tls import CertReloader
 
 log = logging.getLogger("speechops.gateway")
 
@@ -74,6 +78,9 @@ class GatewayConfig:
     admission_horizon_s: float = 5.0              # utilisation and final latency of the last this many seconds
     drain_timeout_s: float | None = None          # None: the largest spec.streams.drainTimeout
     infer_timeout_s: float = 10.0
+    api_keys: str | None = None                   # file or directory of API keys; None: no key needed
+    tls_cert: str | None = None                   # with tls_key: serve wss://, reloaded on rotation
+    tls_key: str | None = None
 
 
 class Gateway:
@@ -100,7 +107,10 @@ class Gateway:
         self.admin_port = 0
         self.host = SessionHost(submit=self._submit, metrics=self.metrics.pipeline, on_closed=self._forget,
                                 limits=Limits(config.max_frame_bytes, config.max_queued_chunks, config.vad))
-        self.routes = {STREAM_PATH: NativeConnection}    # path -> protocol: a connection class over Streams
+        # path -> protocol: a connection class over Streams
+        self.routes = {STREAM_PATH: NativeConnection, R.PATH: RealtimeConnection}
+        self.keys = auth.KeyStore(config.api_keys) if config.api_keys else None
+        self.tls = CertReloader(config.tls_cert, config.tls_key) if config.tls_cert or config.tls_key else None
         self._id_prefix = random.getrandbits(23) << 40   # two gateways on one Triton never share ids
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
@@ -138,7 +148,10 @@ class Gateway:
             self._listener_for, self.config.host, self.config.port,
             # Frames over max_frame_bytes get an `error` event from the protocol; only past
             # this much (read into memory first) can picows do no more than close with 1009.
-            max_frame_size=MAX_WS_FRAME, websocket_handshake_timeout=5)
+            max_frame_size=MAX_WS_FRAME, websocket_handshake_timeout=5,
+            # With TLS, asyncio's own SSL transport: the certificate is swapped per
+            # handshake in the SNI callback, which picows' fast SSL engine does not survive.
+            ssl=self.tls.server_context if self.tls else None, use_aiofastnet=False if self.tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.admin_port is not None:
             self._admin = AdminServer(AdminHooks(
@@ -149,8 +162,9 @@ class Gateway:
         self.triton_ready = await loop.run_in_executor(None, infer.ready)
         self._tasks = [loop.create_task(self._control_loop()), loop.create_task(self._sweep_loop()),
                        loop.create_task(self._health_loop())]
-        log.info("gateway listening on ws://%s:%d%s (admin :%s), pipelines: %s", self.config.host, self.port,
-                 STREAM_PATH, self.admin_port or "-", ", ".join(self.plans))
+        log.info("gateway listening on %s://%s:%d%s and %s (admin :%s, %s), pipelines: %s",
+                 "wss" if self.tls else "ws", self.config.host, self.port, STREAM_PATH, R.PATH, self.admin_port or "-",
+                 f"{len(self.keys)} API keys" if self.keys else "no API keys", ", ".join(self.plans))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -232,9 +246,27 @@ class Gateway:
     # ---------------------------------------------------------------- streams (native.Streams)
 
     def _listener_for(self, request: WSUpgradeRequest):
-        path = request.path.decode() if isinstance(request.path, bytes) else request.path
-        protocol = self.routes.get(path.split("?", 1)[0])
-        return None if protocol is None else protocol(self)
+        target = request.path.decode() if isinstance(request.path, bytes) else request.path
+        path, _, query = target.partition("?")
+        protocol = self.routes.get(path)
+        if protocol is None:
+            return None
+        conn = protocol(self)
+        conn.query = query
+        cred = auth.credential(request.headers)
+        if self.keys is not None:
+            # A refused client still gets the protocol's own `error` before the close:
+            # a browser cannot read an HTTP 401's body, an SDK reports the event.
+            name, refusal = self.keys.check(cred.key)
+            if refusal is not None:
+                self.metrics.auth_refused.labels(self.config.namespace, refusal).inc()
+                conn.auth_refusal = (refusal, "no API key: send `Authorization: Bearer KEY` (or, from a browser, "
+                                     "the subprotocol openai-insecure-api-key.KEY)" if refusal == auth.MISSING
+                                     else "the API key is not valid for this gateway")
+        if cred.subprotocol is None:
+            return conn
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": cred.subprotocol}), conn)
 
     def connected(self, conn) -> None:
         self.connections.add(conn)
@@ -242,7 +274,8 @@ class Gateway:
     def disconnected(self, conn) -> None:
         self.connections.discard(conn)
 
-    def open_stream(self, pipeline: str, options: P.StreamOptions, sink, vad: VadParams | None = None) -> Session:
+    def open_stream(self, pipeline: str, options: P.StreamOptions, sink, vad: VadParams | None = None,
+                    manual_turns: bool = False) -> Session:
         """Admits a stream of `pipeline` and starts its session, or raises ProtocolError."""
         self.admit(pipeline)
         self._next_id += 1
@@ -250,11 +283,16 @@ class Gateway:
         session.pipeline = pipeline
         self.sessions.add(session)
         try:
-            session.start(self.plans[pipeline], options, self.level, vad)
+            session.start(self.plans[pipeline], options, self.level, vad, manual_turns)
         except BaseException:
             session.release()
             raise
         return session
+
+    def admissible(self, pipeline: str) -> None:
+        """Raises the ProtocolError `admit` would, without taking a place."""
+        self.admit(pipeline)
+        self.active[pipeline] -= 1
 
     def admit(self, pipeline: str) -> None:
         if self.draining:

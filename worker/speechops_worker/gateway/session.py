@@ -37,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -150,6 +150,9 @@ class Session:
         self.closed = False
         self._winding = False
         self._commit_at: int | None = None   # cut the utterance once VAD reached this chunk
+        self._commit_done: list[Callable[[bool], None]] = []   # told whether the commit cut a turn
+        self._ignore_below = 0               # chunks before this were cleared: VAD state only
+        self.manual_turns = False
         self.paused_input = False
         self.last_frame_at = time.monotonic()
         self.started_at = 0.0
@@ -161,9 +164,12 @@ class Session:
 
     # ---------------------------------------------------------------- the interface
 
-    def start(self, plan: PipelinePlan, options: P.StreamOptions, level: int = 0, vad: VadParams | None = None) -> None:
+    def start(self, plan: PipelinePlan, options: P.StreamOptions, level: int = 0, vad: VadParams | None = None,
+              manual_turns: bool = False) -> None:
         """`vad`: this stream's segmentation (e.g. a protocol's turn detection settings);
-        default the gateway's."""
+        default the gateway's. `manual_turns`: the client ends every turn with `commit`
+        (no VAD: all audio is the current turn)."""
+        self.manual_turns = manual_turns
         if vad is not None:
             self.segmenter = Segmenter(vad)
             self.pre_roll = deque(maxlen=vad.pre_roll_chunks)
@@ -218,11 +224,14 @@ class Session:
             self.sink.pause_input()
         self._pump_vad()
 
-    def commit(self) -> None:
+    def commit(self, on_done: Callable[[bool], None] | None = None) -> None:
         """The audio fed so far ends the current utterance: its final follows (push to
-        talk, or a protocol whose client decides turns). A partial 32 ms chunk is padded."""
+        talk, or a protocol whose client decides turns). A partial 32 ms chunk is padded.
+        `on_done(cut)` is called once VAD reached the commit: whether there was a turn to end."""
         if self.stopping or self.closed:
             return
+        if on_done is not None:
+            self._commit_done.append(on_done)
         for chunk in self.framer.flush():
             self.queued.append((chunk, time.time()))
             self.chunks_in += 1
@@ -230,6 +239,33 @@ class Session:
         if self.chunks_done >= self._commit_at:
             self._cut_now("commit", time.time())
         self._pump_vad()
+
+    def clear(self) -> None:
+        """Drops the audio of the current turn: no final for it. Audio already on its way
+        through VAD still advances VAD's state but starts no turn."""
+        if self.stopping or self.closed:
+            return
+        self.framer = Framer()
+        dropped = len(self.queued)
+        self.queued.clear()
+        self.chunks_in -= dropped
+        self._ignore_below = self.chunks_in
+        if self.utterance is not None:
+            self.utterance.finalized = True      # an answer still in flight for it is not sent
+        self.utterance = None
+        self.segmenter.end()                     # not speaking: the next turn starts afresh
+        self.pre_roll.clear()
+        self._commit_at = None
+        for done in self._commit_done:
+            done(False)
+        self._commit_done.clear()
+        if self.paused_input:
+            self.paused_input = False
+            self.sink.resume_input()
+
+    def set_prompt(self, prompt: str) -> None:
+        """Vocabulary for the turns that follow."""
+        self.options = replace(self.options, prompt=prompt)
 
     def end(self, reason: str) -> None:
         """Graceful end (stop, drain, max duration, idle): the audio already received is
@@ -313,7 +349,7 @@ class Session:
                 self._winding = True
                 self._spawn(self._wind_up())
             return
-        if self.plan.vad is None:           # no VAD stage: every chunk is speech
+        if self.plan.vad is None or self.manual_turns:   # no VAD: every chunk is speech
             batch = [self.queued.popleft() for _ in range(len(self.queued))]
             self._after_vad(batch, np.ones(len(batch), dtype=np.float32))
             self._pump_vad()
@@ -370,6 +406,9 @@ class Session:
         for (chunk, arrival), prob in zip(batch, probs):
             index = self.chunks_done
             self.chunks_done += 1
+            if index < self._ignore_below:
+                self.segmenter.step(0.0)     # cleared audio: counted, starts no turn
+                continue
             if self.options.vad_probs:
                 self._emit("vad", event="prob", prob=round(float(prob), 3), start_s=seconds(index),
                            end_s=seconds(index + 1))
@@ -399,7 +438,11 @@ class Session:
 
     def _cut_now(self, reason: str, decided_at: float) -> None:
         self._commit_at = None
-        if self.utterance is None:
+        cut = self.utterance is not None
+        callbacks, self._commit_done = self._commit_done, []
+        for done in callbacks:
+            done(cut)
+        if not cut:
             return
         change = self.segmenter.end()
         if change is not None:

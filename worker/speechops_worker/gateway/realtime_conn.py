@@ -1,0 +1,339 @@
+"""The OpenAI Realtime transcription protocol (`/v1/realtime?intent=transcription`) over picows.
+
+One `RealtimeConnection` per WebSocket, beside the native protocol's `NativeConnection`
+on the same gateway (`native.Streams`): same sessions, stages, degradation, drain and
+metrics. It parses client events with `realtime.parse_event`, decodes the session's
+audio format to 16 kHz PCM16 (`audio_codec`), and turns the session's events into the
+protocol's: a turn (utterance) is an item; VAD's speech start/end become
+`input_audio_buffer.speech_started`/`speech_stopped` + `committed`; partials' stable
+words become `...input_audio_transcription.delta`s and finals `.completed`.
+
+The session starts (and is admitted) at the first audio, when its pipeline, format and
+turn detection are known; whether the gateway would admit one is checked at connect
+too, so a full or draining replica says so before the client sends audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from urllib.parse import parse_qs
+
+from picows import WSCloseCode, WSListener, WSMsgType
+
+from speechops_worker.audio_codec import CodecError, Decoder
+from speechops_worker.gateway import protocol as P
+from speechops_worker.gateway import realtime as R
+from speechops_worker.gateway.session import Event, Session
+
+log = logging.getLogger("speechops.gateway")
+
+MAX_APPEND_S = 10.0        # audio in one append (24 kHz PCM16: 640 KB of base64, under MAX_WS_FRAME)
+# Why a session ended, as the protocol's error codes: a client learns why the socket closed.
+END_CODES = {"drain": P.E_DRAINING, "idle_timeout": "idle_timeout", "max_duration": "max_duration"}
+RETRY_AFTER = {"drain": 1.0}
+SERVER_CODES = {P.E_OVER_CAPACITY, P.E_DRAINING, P.E_TRITON, P.E_INTERNAL, P.E_SLOW_CONSUMER}
+
+
+class RealtimeConnection(WSListener):
+    auth_refusal: tuple[str, str] | None = None    # (code, message): refused before any event
+    query = ""                                     # the URL's query string
+
+    def __init__(self, streams):
+        self.streams = streams
+        self.transport = None
+        self.session: Session | None = None
+        self.done = False
+        self.connected_at = time.monotonic()
+        self.paused_since: float | None = None
+        self.query_model: str | None = None
+        self.config = R.default_config(streams.config.vad)
+        self.decoder: Decoder | None = None
+        self.items = R.Items("")
+        self.item_of: dict[int, str] = {}      # utterance index -> item id
+        self.sent_text: dict[int, str] = {}    # utterance index -> stable text sent as deltas
+        self.committed_items: set[int] = set()
+        self.pending_bytes = 0                 # audio appended since the last commit or clear
+        self.session_id = ""
+        self.model = ""
+        self._send_limit = streams.config.send_buffer_limit
+        self._failing: R.RealtimeError | None = None
+
+    # ---------------------------------------------------------------- picows callbacks
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None and self.streams.config.socket_send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.streams.config.socket_send_buffer)
+        self.streams.connected(self)
+        self.session_id = f"sess_{id(self):x}"
+        self.items = R.Items(self.session_id[5:])
+        query = parse_qs(self.query)
+        self.query_model = (query.get("model") or [None])[0]
+        intent = (query.get("intent") or [None])[0]
+        try:
+            if self.auth_refusal is not None:
+                code, message = self.auth_refusal
+                raise R.RealtimeError(code, message, kind="invalid_request_error")
+            if intent not in (None, "transcription"):
+                raise R.RealtimeError(R.E_SESSION_TYPE, f"intent {intent[:64]!r} is not served: speechops "
+                                      "transcribes (connect with ?intent=transcription)", param="intent")
+            if self.query_model in self.streams.plans or self.streams.default_pipeline:
+                self.model = R.pipeline_for(self.config, self.query_model, self.streams.plans,
+                                            self.streams.default_pipeline)
+                self.streams.admissible(self.model)    # full or draining: say so before any audio
+            self._send(R.session_event("created", self.config, self.session_id, self.model or "auto"))
+        except R.RealtimeError as exc:
+            self._fail(exc)
+        except P.ProtocolError as exc:
+            self.fail(exc.code, exc.message, exc.retry_after_s)
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if self.done:
+            return
+        try:
+            if not frame.fin or frame.msg_type == WSMsgType.CONTINUATION:
+                raise R.RealtimeError(R.E_BAD_EVENT, "fragmented WebSocket messages are not supported")
+            if frame.msg_type == WSMsgType.TEXT:
+                self._command(R.parse_event(frame.get_payload_as_bytes(), self._max_append_bytes()))
+            elif frame.msg_type == WSMsgType.BINARY:
+                raise R.RealtimeError(R.E_BAD_EVENT, "binary frames are not part of this protocol: send audio as "
+                                      "base64 in input_audio_buffer.append (or use the native /v1/stream)")
+            elif frame.msg_type == WSMsgType.CLOSE:
+                self.done = True
+                if self.session is not None:
+                    self.session.release()
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+        except R.RealtimeError as exc:
+            if exc.fatal:
+                self._fail(exc)
+            else:
+                self._send(R.error_event(exc))
+        except P.ProtocolError as exc:
+            self.fail(exc.code, exc.message, exc.retry_after_s)
+        except Exception:  # a bug must cost one stream, never the gateway
+            log.exception("realtime stream %s failed", self.session_id)
+            self.fail(P.E_INTERNAL, "the gateway failed on this stream; it was closed, other streams are unaffected")
+
+    def on_ws_disconnected(self, transport) -> None:
+        self.done = True
+        if self.session is not None and not self.session.closed:
+            self.session.release()
+        self.streams.disconnected(self)
+
+    def pause_writing(self) -> None:
+        self.paused_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+
+    # ---------------------------------------------------------------- client events
+
+    def _max_append_bytes(self) -> int:
+        return int(MAX_APPEND_S * self.config.format.rate * self.config.format.bytes_per_sample)
+
+    def _command(self, cmd: R.Command) -> None:
+        if isinstance(cmd, R.Append):
+            self._append(cmd)
+        elif isinstance(cmd, R.Update):
+            before = self.config
+            self.config = R.apply_update(self.config, cmd, audio_started=self.session is not None,
+                                         pipelines=self.streams.plans, languages=("en",))
+            if self.session is not None and self.config.prompt != before.prompt:
+                self.session.set_prompt(self.config.prompt)
+            if self.session is None:
+                self.model = self._pipeline(cmd.event_id)
+                self.streams.admissible(self.model)
+            self._send(R.session_event("updated", self.config, self.session_id, self.config.model or self.model))
+        elif isinstance(cmd, R.Commit):
+            if self.session is None or self.pending_bytes == 0:
+                raise R.RealtimeError(R.E_COMMIT_EMPTY, "the input audio buffer is empty: nothing to commit",
+                                      event_id=cmd.event_id, fatal=False)
+            self._flush_decoder()
+            self.pending_bytes = 0
+            self.session.commit(on_done=lambda cut: None if cut else self._send(R.error_event(R.RealtimeError(
+                R.E_COMMIT_EMPTY, "the audio since the last turn held no speech: nothing to commit",
+                event_id=cmd.event_id, fatal=False))))
+        elif isinstance(cmd, R.Clear):
+            if self.session is not None:
+                self._flush_decoder(discard=True)
+                self.session.clear()
+                for u in [u for u in self.item_of if u not in self.committed_items]:
+                    del self.item_of[u]          # its turn is gone: no item for it
+                    self.sent_text.pop(u, None)
+            self.pending_bytes = 0
+            self._send(R.cleared())
+
+    def _pipeline(self, event_id: str | None) -> str:
+        try:
+            return R.pipeline_for(self.config, self.query_model, self.streams.plans, self.streams.default_pipeline)
+        except R.RealtimeError as exc:
+            exc.event_id = event_id
+            raise
+
+    def _append(self, cmd: R.Append) -> None:
+        if not cmd.audio:
+            return
+        if self.session is None:
+            self._start(cmd.event_id)
+        try:
+            pcm = self.decoder.push(cmd.audio)
+        except CodecError as exc:
+            raise R.RealtimeError(R.E_BAD_AUDIO, f"{exc} (the session's format is {self.config.format.encoding} at "
+                                  f"{self.config.format.rate} Hz)", param="audio", event_id=cmd.event_id) from None
+        self.pending_bytes += len(cmd.audio)
+        self._feed(pcm)
+
+    def _feed(self, pcm: bytes) -> None:
+        step = self.streams.config.max_frame_bytes
+        for offset in range(0, len(pcm), step):
+            if self.session is None or self.session.closed:
+                return
+            self.session.feed(pcm[offset:offset + step])
+
+    def _flush_decoder(self, discard: bool = False) -> None:
+        tail = self.decoder.flush() if self.decoder is not None else b""
+        if tail and not discard:
+            self._feed(tail)
+
+    def _start(self, event_id: str | None) -> None:
+        pipeline = self._pipeline(event_id)
+        self.model = pipeline
+        td = self.config.turn_detection
+        vad = R.vad_params(td, self.streams.config.vad) if td is not None else None
+        options = P.StreamOptions(prompt=self.config.prompt)
+        self.session = self.streams.open_stream(pipeline, options, self, vad, manual_turns=td is None)
+        self.decoder = Decoder(self.config.format)
+
+    # ---------------------------------------------------------------- session events (Sink)
+
+    def emit(self, event: Event) -> None:
+        kind, d = event.type, event.data
+        if kind == "vad":
+            self._vad(d)
+        elif kind == "partial":
+            u = d["utterance"]
+            item = self._item(u)
+            delta = R.delta(self.sent_text.get(u, ""), d["text"])
+            if delta:
+                self.sent_text[u] = d["text"]
+                self._send(R.transcription_delta(item, delta))
+        elif kind == "final":
+            u = d["utterance"]
+            item = self._item(u)
+            self._commit_item(u)
+            sent = self.sent_text.pop(u, "")
+            rest = R.delta(sent, d["text"])
+            if rest:
+                self._send(R.transcription_delta(item, rest))
+            self._send(R.transcription_completed(item, d["text"], d["end_s"] - d["start_s"]))
+            self.item_of.pop(u, None)
+        elif kind == "error":
+            for item in self.item_of.values():     # turns that will not be transcribed now
+                self._send(R.transcription_failed(item, d["code"], d["message"]))
+            self.item_of.clear()
+            err, self._failing = self._failing, None
+            self._send(R.error_event(err or R.RealtimeError(d["code"], d["message"], retry_after_s=d.get("retry_after_s"),
+                                                           kind="server_error")))
+        elif kind == "closed":
+            code = END_CODES.get(d.get("reason"))
+            if code is not None:
+                reason = d["reason"]
+                self._send(R.error_event(R.RealtimeError(
+                    code, f"the session ended: {reason.replace('_', ' ')}; its audio was transcribed"
+                    + ("; reconnect and another replica takes the stream" if reason == "drain" else ""),
+                    retry_after_s=RETRY_AFTER.get(reason), kind="server_error")))
+        # ready, stage, degraded, restored: the protocol has no event for them.
+
+    def _vad(self, d: dict) -> None:
+        if d["event"] == "speech_start":
+            if self.config.turn_detection is not None:
+                self._send(R.speech_started(self._item(d["utterance"]), int(d["start_s"] * 1000)))
+        elif d["event"] == "speech_end":
+            u = d["utterance"]
+            item = self._item(u)
+            if self.config.turn_detection is not None:
+                self._send(R.speech_stopped(item, int(d["end_s"] * 1000)))
+            self._commit_item(u)
+            if d.get("discarded"):      # too short to be speech: the turn is empty
+                self._send(R.transcription_completed(item, "", d["end_s"] - d["start_s"]))
+                self.item_of.pop(u, None)
+
+    def _item(self, utterance: int) -> str:
+        item = self.item_of.get(utterance)
+        if item is None:
+            self.items.current = None
+            item = self.item_of[utterance] = self.items.open()
+        return item
+
+    def _commit_item(self, utterance: int) -> None:
+        if utterance in self.committed_items:
+            return
+        self.committed_items.add(utterance)
+        item = self._item(utterance)
+        self._send(R.committed(item, self.items.previous))
+        self.items.previous = item
+
+    def pause_input(self) -> None:
+        self.transport.underlying_transport.pause_reading()
+
+    def resume_input(self) -> None:
+        self.transport.underlying_transport.resume_reading()
+
+    def close(self, error: bool) -> None:
+        self.done = True
+        self.transport.send_close(WSCloseCode.POLICY_VIOLATION if error else WSCloseCode.OK)
+        self.transport.disconnect()
+
+    # ---------------------------------------------------------------- ending
+
+    def fail(self, code: str, message: str, retry_after_s: float | None = None) -> None:
+        """Ends the stream with `error` and a close (the gateway's and the sessions' way to end it)."""
+        self._fail(R.RealtimeError(code, message, retry_after_s=retry_after_s,
+                                   kind="server_error" if code in SERVER_CODES else "invalid_request_error"))
+
+    def _fail(self, err: R.RealtimeError) -> None:
+        if self.done:
+            return
+        if self.session is not None and not self.session.closed:
+            self._failing = err          # the session's error event goes out with this one's details
+            self.session.fail(err.code, err.message, retry_after_s=err.retry_after_s)
+            return
+        self._send(R.error_event(err))
+        self.streams.refused(self.model or None, err.code)
+        self.close(True)
+
+    def sweep(self, now: float) -> None:
+        if self.done:
+            return
+        if self.paused_since is not None and now - self.paused_since > self.streams.config.slow_client_timeout_s:
+            self._cut_off()
+        elif self.session is None and now - self.connected_at > self._idle_limit():
+            self.fail("idle_timeout", f"no audio within {self._idle_limit():g}s of connecting")
+
+    def _idle_limit(self) -> float:
+        # A realtime app often connects before its user speaks: the pipeline's idle
+        # timeout, not the native protocol's start timeout, bounds the wait for audio.
+        if self.model in self.streams.plans:
+            return self.streams.plans[self.model].spec.streams.idle_timeout
+        return self.streams.config.start_timeout_s
+
+    def _cut_off(self) -> None:
+        log.warning("realtime stream %s: client is not reading its events; closing it", self.session_id)
+        self.done = True
+        if self.session is not None:
+            self.session.cut_off(P.E_SLOW_CONSUMER)
+        else:
+            self.streams.refused(None, P.E_SLOW_CONSUMER)
+        self.transport.disconnect(graceful=False)
+
+    def _send(self, data: bytes) -> None:
+        t = self.transport
+        if self.done or t is None or t.is_disconnected:
+            return
+        t.send(WSMsgType.TEXT, data)
+        if t.underlying_transport.get_write_buffer_size() > self._send_limit:
+            self._cut_off()
