@@ -15,10 +15,12 @@ Prints, from one run (see the issue for the targets on 2 cores):
      gateway with admission on; refused clients retry after retry_after_s): the streams
      it admitted, the capacity it measured, and the admitted streams' final p99 against
      the tier's target.
+  7. on real human recordings (tests/human_speech.py), per recording: streamed WER against
+     whole-file WER of the same model, and streamed transcripts that repeat a phrase.
 Sections 4 and 5 also print what a stream costs: the gateway's CPU per second of audio
 against the models' (tritonserver's) on the same step. Sections 1-5 run a gateway with
 load admission off (they measure the frontier past it).
-Sections 2 and 3 run before the load steps so the overload of 4 and 5 (allocator high
+Sections 2, 3 and 7 run before the load steps so the overload of 4 and 5 (allocator high
 water, degradation) does not colour them.
 
 Run:  PYTHONPATH=operator:worker python benchmarks/streaming.py [--quick]
@@ -419,21 +421,61 @@ def model_per_connection_rss() -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["per_connection"]
 
 
-async def streamed_vs_whole_file(stack: Stack, sentences) -> tuple[float, float, list]:
+async def stream_and_decode_whole(stack: Stack, audios: list[np.ndarray]) -> tuple[list[str], list[str], int]:
+    """(streamed transcripts, whole-file transcripts of the same model, streams degraded)."""
     from speechops_worker.client import stream_audio
-    audios = [np.concatenate([speech.silence(0.5), speech.synthesize(s), speech.silence(1.0)]) for s in sentences]
     # One stream at a time, in real time: this measures what streaming does to the words
     # (utterance cuts, partial contexts), not what an overload's fallback model does.
     results = [await stream_audio(stack.url, a, pipeline="full", speed=1.0) for a in audios]
     streamed = [r.transcript for r in results]
     degraded = sum(any(e["type"] == "degraded" for e in r.events) for r in results)
     whole = [speech.whole_file_text(stack.triton.grpc_url, a) for a in audios]
+    return streamed, whole, degraded
+
+
+async def streamed_vs_whole_file(stack: Stack, sentences) -> tuple[float, float, list]:
+    audios = [np.concatenate([speech.silence(0.5), speech.synthesize(s), speech.silence(1.0)]) for s in sentences]
+    streamed, whole, degraded = await stream_and_decode_whole(stack, audios)
 
     def wer(hyps):
         ref_words = sum(len(s.split()) for s in sentences)
         return sum(word_error_rate(s, h) * len(s.split()) for s, h in zip(sentences, hyps)) / ref_words
 
     return wer(streamed), wer(whole), degraded, list(zip(sentences, streamed, whole))
+
+
+# --------------------------------------------------------------------------- human speech
+
+async def human_speech_section(stack: Stack, quick: bool) -> None:
+    """Streamed WER against whole-file WER of the same model, per recording, on real human
+    speech (tests/human_speech.py): short utterances are where a streamed Whisper loops."""
+    import human_speech
+    if not human_speech.have_all():
+        print("   skipped: needs alsa-utils and asterisk-core-sounds-en-wav (scripts/install.sh)")
+        return
+    clips = human_speech.clips()
+    if quick:
+        clips = clips[:8] + clips[-4:]
+    # The clip as a client would send it: a little silence before, enough after for the
+    # VAD to close the utterance. The whole-file decode gets the same audio.
+    audios = [np.concatenate([speech.silence(0.5), c.pcm16, speech.silence(1.0)]) for c in clips]
+    streamed, whole, degraded = await stream_and_decode_whole(stack, audios)
+    print(f"   {len(clips)} recordings, {sum(c.seconds for c in clips):.0f} s, streamed one at a time in real time; "
+          f"{degraded} degraded")
+    print(f"   {'recording':<28} {'s':>5} {'streamed':>9} {'whole':>6}  (WER)")
+    for clip, s, w in zip(clips, streamed, whole):
+        ws, ww = speech.wer(clip.reference, s), speech.wer(clip.reference, w)
+        loop = "  REPEATS" if human_speech.repeated_phrase(s) else ""
+        print(f"   {clip.name:<28} {clip.seconds:5.1f} {ws:9.3f} {ww:6.3f}{loop}"
+              + (f"   streamed {s!r} / whole {w!r}" if ws > ww else ""))
+    references = [c.reference for c in clips]
+    total_s, total_w = speech.wer(references, streamed), speech.wer(references, whole)
+    ratio = total_s / total_w if total_w else (1.0 if total_s == 0 else float("inf"))
+    repeats = sum(bool(human_speech.repeated_phrase(s)) for s in streamed)
+    print(f"   all: streamed WER {total_s:.3f}, whole-file WER {total_w:.3f}, ratio "
+          f"{'n/a (whole-file WER is 0)' if total_w == 0 else f'{ratio:.2f}'} "
+          f"(target <= 1.15x: {verdict(total_s <= total_w * 1.15 + 1e-9)}); streamed transcripts with a "
+          f"repeated phrase: {repeats}")
 
 
 # --------------------------------------------------------------------------- main
@@ -446,7 +488,7 @@ async def run(args) -> None:
     quick = args.quick
     sections = {int(x) for x in args.sections.split(",")}
     models = ["silero_vad", "silero_vad_seq"]
-    if sections & {2, 3, 5, 6}:
+    if sections & {2, 3, 5, 6, 7}:
         models += ["whisper_asr", "whisper_asr_greedy", "audio_stats"]
     with Stack(models) as stack:
         await asyncio.sleep(2.0)
@@ -494,6 +536,9 @@ async def run(args) -> None:
             for ref, s, w in rows:
                 if word_error_rate(ref, s) > 0 or word_error_rate(ref, w) > 0:
                     print(f"     ref:      {ref}\n     streamed: {s}\n     whole:    {w}")
+        if 7 in sections:   # before the load steps, like 2 and 3
+            print("\n7. Streamed WER vs whole-file decoding, real human recordings, per recording")
+            await human_speech_section(stack, quick)
         if 4 in sections:
             print("\n4. VAD-only real-time streams (20 ms frames; 20 probe streams time every 32 ms chunk)")
             print("   streams  frame->vad p50    p99   gateway CPU  us/frame  triton CPU  load-generator CPU  errors"
@@ -561,7 +606,7 @@ def print_cost(rows: list[dict], what: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter steps (about 2 minutes)")
-    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which sections to run, e.g. 1,2")
+    parser.add_argument("--sections", default="1,2,3,4,5,6,7", help="which sections to run, e.g. 1,2")
     args = parser.parse_args()
     try:
         import uvloop

@@ -22,8 +22,8 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in source_roots()
 
 
 def speechops(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "speechops.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=kwargs.pop("timeout", 120), **kwargs)
+    return subprocess.run([sys.executable, "-m", "speechops.cli", *args], capture_output=True, text=True,
+                          env=kwargs.pop("env", ENV), timeout=kwargs.pop("timeout", 120), **kwargs)
 
 
 def test_shipped_sample_is_16khz_mono_pcm16_speech():
@@ -96,3 +96,52 @@ def test_demo_prints_a_live_transcript_of_the_sample_and_exits_0():
     transcript = re.search(r"^transcript: (.*)$", result.stdout, re.M).group(1)
     assert word_error_rate(Path(SAMPLE_TEXT).read_text(), transcript) <= 0.15, result.stdout
     assert "final " in result.stdout and "triton ready" in result.stdout
+
+
+@pytest.mark.triton
+def test_up_with_api_keys_and_tls_and_stream_over_both_protocols(tmp_path):
+    from tests.worker.tlskit import make_cert
+    cert, key = make_cert(tmp_path / "tls", "speechops-local")
+    keys = tmp_path / "keys"
+    keys.write_text("sk-local-1\n")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("apiVersion: speechops.dev/v1alpha1\nkind: SpeechPipeline\nmetadata: {name: asr}\n"
+                        "spec:\n  stages:\n  - {name: vad, model: silero_vad}\n"
+                        "  - {name: asr, model: whisper_asr, dependsOn: [vad]}\n")
+    up = subprocess.Popen([sys.executable, "-m", "speechops.cli", "up", str(pipeline), "--port", "0",
+                           "--admin-port", "0", "--api-key-file", str(keys), "--tls-cert", str(cert),
+                           "--tls-key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    lines: list[str] = []
+    try:
+        port = None
+        deadline = time.monotonic() + 120
+        while port is None and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, "speechops up exited:\n" + "".join(lines)
+            lines.append(line)
+            if m := re.search(r"gateway ready: wss://[\d.]+:(\d+)/v1/stream", line):
+                port = m.group(1)
+        assert port and "1 API keys" in "".join(lines)
+        assert "sk-local-1" not in "".join(lines)
+        reference = Path(SAMPLE_TEXT).read_text()
+        env_key = dict(ENV, SPEECHOPS_API_KEY="sk-local-1")
+        native = speechops("stream", str(SAMPLE_WAV), "--url", f"wss://localhost:{port}/v1/stream", "--fast",
+                           "--ca", str(cert), env=env_key)
+        assert native.returncode == 0, native.stdout + native.stderr
+        finals = " ".join(re.findall(r"final   \[.*?\] (.*?)   \(", native.stdout))
+        assert word_error_rate(reference, finals) <= 0.2, native.stdout
+        realtime = speechops("stream", str(SAMPLE_WAV), "--protocol", "realtime", "--format", "pcmu", "--url",
+                             f"wss://localhost:{port}/v1", "--fast", "--ca", str(cert), env=env_key)
+        assert realtime.returncode == 0, realtime.stdout + realtime.stderr
+        assert "turn(s)" in realtime.stdout and "final   item_" in realtime.stdout
+        wrong = speechops("stream", str(SAMPLE_WAV), "--protocol", "realtime", "--url", f"wss://localhost:{port}/v1",
+                          "--fast", "--ca", str(cert), "--api-key", "sk-wrong")
+        assert wrong.returncode == 1 and "invalid_api_key" in wrong.stdout, wrong.stdout + wrong.stderr
+        up.send_signal(signal.SIGTERM)
+        rest, _ = up.communicate(timeout=60)
+        assert up.returncode == 0, rest
+        assert "sk-local-1" not in rest and "sk-wrong" not in rest
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()

@@ -28,10 +28,11 @@ PIPELINES = {"default": object()}
 
 @pytest.mark.parametrize("text, code", [
     ("{not json", P.E_BAD_JSON),
+    ("[" * 100_000, P.E_BAD_JSON),
     ("[1, 2]", P.E_BAD_MESSAGE),
     ('{"type": 3}', P.E_BAD_MESSAGE),
     ('{"type": "hello"}', P.E_BAD_MESSAGE),
-], ids=["broken-json", "not-an-object", "type-not-string", "unknown-type"])
+], ids=["broken-json", "nested-too-deep", "not-an-object", "type-not-string", "unknown-type"])
 def test_bad_control_messages_are_named(text, code):
     with pytest.raises(P.ProtocolError) as err:
         P.parse_control(text)
@@ -41,6 +42,8 @@ def test_bad_control_messages_are_named(text, code):
 @pytest.mark.parametrize("start, code", [
     ({"pipeline": "nope"}, P.E_UNKNOWN_PIPELINE),
     ({"sample_rate": 44100}, P.E_SAMPLE_RATE),
+    ({"sample_rate": 16000.0}, P.E_SAMPLE_RATE),
+    ({"encoding": []}, P.E_ENCODING),
     ({"sample_rate": "16000"}, P.E_SAMPLE_RATE),
     ({"encoding": "alaw", "sample_rate": 16000}, P.E_SAMPLE_RATE),
     ({"encoding": "opus"}, P.E_ENCODING),
@@ -50,7 +53,7 @@ def test_bad_control_messages_are_named(text, code):
     ({"options": {"partial_interval_ms": 5}}, P.E_BAD_OPTION),
     ({"options": {"partials": "yes"}}, P.E_BAD_OPTION),
     ({"options": {"prompt": "x" * 501}}, P.E_BAD_OPTION),
-], ids=["unknown-pipeline", "44khz", "rate-as-string", "alaw-not-8khz", "opus", "unknown-field", "options-list", "unknown-option",
+], ids=["unknown-pipeline", "44khz", "rate-as-float", "encoding-list", "rate-as-string", "alaw-not-8khz", "opus", "unknown-field", "options-list", "unknown-option",
         "interval-too-small", "partials-not-bool", "prompt-too-long"])
 def test_bad_start_messages_are_refused_with_their_code(start, code):
     with pytest.raises(P.ProtocolError) as err:

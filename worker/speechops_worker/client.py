@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import ssl
 import sys
 import time
 import wave
@@ -109,15 +111,20 @@ async def stream_audio(url: str, pcm16: np.ndarray, *, pipeline: str | None = No
                        frame_ms: int = 20, options: dict[str, Any] | None = None,
                        on_event: Callable[[dict[str, Any]], None] | None = None,
                        timeout_s: float = 120.0, stop: bool = True, speed: float = 1.0,
-                       sample_rate: int = SAMPLE_RATE) -> StreamResult:
+                       sample_rate: int = SAMPLE_RATE, api_key: str | None = None,
+                       ca_file: str | None = None) -> StreamResult:
     """Streams int16 samples at `sample_rate` as `frame_ms` frames (paced in real time
     unless `realtime` is False; `speed` 2 = twice real time), sends stop, and returns every
-    event until `closed`."""
+    event until `closed`. `api_key` goes as `Authorization: Bearer`; a wss:// URL is
+    verified against `ca_file` (default: the system's CAs)."""
     start = {"type": "start", "sample_rate": sample_rate, "encoding": "pcm_s16le", "options": options or {}}
     if pipeline:
         start["pipeline"] = pipeline
     try:
-        transport, listener = await ws_connect(_Listener, url, websocket_handshake_timeout=10)
+        transport, listener = await ws_connect(
+            _Listener, url, websocket_handshake_timeout=10,
+            extra_headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            ssl_context=ssl.create_default_context(cafile=ca_file) if url.startswith("wss://") else None)
     except (OSError, asyncio.TimeoutError) as exc:
         raise ClientError(f"no gateway at {url} ({exc}); start one with `speechops up PIPELINE.yaml`") from None
     frame = sample_rate * frame_ms // 1000
@@ -247,7 +254,17 @@ def stream_main(argv: list[str]) -> int:
     parser.add_argument("--frame-ms", type=int, default=20, help="audio per frame (default 20)")
     parser.add_argument("--no-partials", action="store_true", help="ask for finals only")
     parser.add_argument("--json", action="store_true", help="print every event as JSON")
+    parser.add_argument("--protocol", choices=("native", "realtime"), default="native",
+                        help="native (/v1/stream) or the OpenAI Realtime transcription protocol (/v1/realtime, "
+                             "with the openai SDK)")
+    parser.add_argument("--format", choices=("pcm", "pcmu", "pcma"), default="pcm",
+                        help="realtime: the audio format sent (pcm = 24 kHz PCM16; pcmu/pcma = 8 kHz G.711)")
+    parser.add_argument("--api-key", default=os.environ.get("SPEECHOPS_API_KEY"),
+                        help="API key (default $SPEECHOPS_API_KEY; the variable keeps it out of `ps`)")
+    parser.add_argument("--ca", help="CA certificate (PEM) that signed the gateway's certificate, for wss://")
     args = parser.parse_args(argv)
+    if args.protocol == "realtime":
+        return _stream_realtime(args)
     try:
         pcm = read_wav(args.file)
     except (ClientError, FileNotFoundError) as exc:
@@ -257,10 +274,44 @@ def stream_main(argv: list[str]) -> int:
     try:
         result = asyncio.run(stream_audio(args.url, pcm, pipeline=args.pipeline, realtime=not args.fast,
                                           frame_ms=args.frame_ms, options={"partials": not args.no_partials},
-                                          on_event=printer))
+                                          on_event=printer, api_key=args.api_key, ca_file=args.ca))
     except (ClientError, asyncio.TimeoutError) as exc:
         print(f"speechops stream: {exc or 'timed out waiting for the gateway'}", file=sys.stderr)
         return 1
     if not args.json:
         print(summary(result))
     return 1 if result.error else 0
+
+
+def _stream_realtime(args) -> int:
+    from speechops_worker import realtime_client as RC
+
+    url = args.url if args.url != DEFAULT_URL else DEFAULT_URL.removesuffix("/stream")
+
+    def show(e: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({k: v for k, v in e.items() if k != "_recv"}), flush=True)
+        elif e["type"] == "conversation.item.input_audio_transcription.completed":
+            print(f"  final   {e['item_id']}: {e['transcript']}", flush=True)
+        elif e["type"] == "conversation.item.input_audio_transcription.delta" and not args.no_partials:
+            print(f"  delta   {e['item_id']}: {e['delta']}", flush=True)
+        elif e["type"] == "error":
+            err = e["error"]
+            retry = f" (retry after {err['retry_after_s']:g}s)" if err.get("retry_after_s") else ""
+            print(f"  error: {err['code']}: {err['message']}{retry}", flush=True)
+
+    try:
+        pcm, rate = RC.read_wav_any(args.file)
+        audio = RC.encode(pcm, rate, args.format)
+        result = asyncio.run(RC.transcribe(url, audio, args.format, api_key=args.api_key, ca_file=args.ca,
+                                           frame_ms=args.frame_ms, speed=0.0 if args.fast else 1.0, on_event=show))
+    except FileNotFoundError as exc:
+        print(f"speechops stream: {exc}", file=sys.stderr)
+        return 2
+    except (RC.ClientError, asyncio.TimeoutError) as exc:
+        print(f"speechops stream: {exc or 'timed out waiting for the gateway'}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"{len(result.of('conversation.item.input_audio_transcription.completed'))} turn(s), "
+              f"{result.audio_s:.1f} s of audio in {result.wall_s:.1f} s")
+    return 1 if any(e["code"] != "input_audio_buffer_commit_empty" for e in result.errors) else 0

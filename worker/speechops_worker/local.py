@@ -122,11 +122,16 @@ def _run(coro) -> Any:
         return asyncio.run(coro)
 
 
-async def _start_gateway(name: str, spec: PipelineSpec, triton_url: str, host: str, port: int, admin_port: int | None):
+async def _start_gateway(name: str, spec: PipelineSpec, triton_url: str, host: str, port: int, admin_port: int | None,
+                         **security):
+    """`security`: api_keys, tls_cert, tls_key (GatewayConfig's)."""
     from speechops_worker.gateway.server import Gateway, GatewayConfig
 
-    gateway = Gateway(GatewayConfig(triton_url=triton_url, pipelines={name: spec}, host=host, port=port,
-                                    admin_port=admin_port))
+    try:
+        gateway = Gateway(GatewayConfig(triton_url=triton_url, pipelines={name: spec}, host=host, port=port,
+                                        admin_port=admin_port, **security))
+    except ValueError as exc:       # unreadable keys, a certificate that does not match its key
+        raise UpError(str(exc)) from None
     try:
         await gateway.start()
     except OSError as exc:
@@ -136,11 +141,16 @@ async def _start_gateway(name: str, spec: PipelineSpec, triton_url: str, host: s
 
 
 async def _serve(name: str, spec: PipelineSpec, triton_url: str, args) -> int:
-    gateway = await _start_gateway(name, spec, triton_url, args.host, args.port, args.admin_port)
+    gateway = await _start_gateway(name, spec, triton_url, args.host, args.port, args.admin_port,
+                                   api_keys=args.api_key_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
     host = gateway.config.host
-    _progress(f"gateway ready: ws://{host}:{gateway.port}/v1/stream (pipeline {name!r})")
+    scheme = "wss" if gateway.tls else "ws"
+    _progress(f"gateway ready: {scheme}://{host}:{gateway.port}/v1/stream and /v1/realtime (pipeline {name!r}"
+              f"{f', {len(gateway.keys)} API keys' if gateway.keys else ''})")
     _progress(f"metrics http://{host}:{gateway.admin_port}/metrics, health /healthz /readyz, POST /drain")
-    print(f"\nstream a file:  speechops stream FILE.wav --url ws://{host}:{gateway.port}/v1/stream\n"
+    extra = (" --api-key KEY" if gateway.keys else "") + (f" --ca {args.tls_cert}" if gateway.tls else "")
+    print(f"\nstream a file:  speechops stream FILE.wav --url {scheme}://{host}:{gateway.port}/v1/stream{extra}\n"
+          f"  or the OpenAI Realtime protocol: --protocol realtime --url {scheme}://{host}:{gateway.port}/v1\n"
           f"stop:           Ctrl-C (open streams are drained first)\n", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,7 +171,13 @@ def up_main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=names.GATEWAY_PORT, help="WebSocket port (0: any free port)")
     parser.add_argument("--admin-port", type=int, default=names.GATEWAY_ADMIN_PORT, help="metrics/health port")
+    parser.add_argument("--api-key-file", help="streams must present one of these keys (one a line); re-read "
+                                               "when the file changes")
+    parser.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM); re-read when it changes")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     try:
         name, spec = load_pipeline(args.pipeline)
         print(f"speechops up: pipeline {name!r}, profile {spec.profile}, stages "

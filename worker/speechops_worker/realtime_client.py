@@ -22,12 +22,9 @@ import numpy as np
 import soxr
 
 from speechops_worker import audio_codec as C
+from speechops_worker.client import ClientError
 
 FORMATS = {"pcm": ("audio/pcm", 24000), "pcmu": ("audio/pcmu", 8000), "pcma": ("audio/pcma", 8000)}
-
-
-class ClientError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -22,6 +22,7 @@ import yaml
 
 from speechops_contract import logs, names
 from speechops_worker.gateway.server import Gateway, GatewayConfig
+from speechops_worker.gateway.tls import paths_in as tls_paths_in
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-streams", type=int, help="per pipeline (default: spec.capacity.streamsPerReplica)")
     parser.add_argument("--no-load-admission", action="store_true",
                         help="admit up to the hard cap whatever the load (benchmarks measuring the frontier)")
+    parser.add_argument("--api-keys", default=os.environ.get(names.ENV_API_KEYS),
+                        help=f"file or directory of API keys, one a line (default ${names.ENV_API_KEYS}; none: "
+                             "streams need no key)")
+    parser.add_argument("--tls-dir", default=os.environ.get(names.ENV_TLS_DIR),
+                        help=f"directory with tls.crt and tls.key: serve wss:// (default ${names.ENV_TLS_DIR})")
     parser.add_argument("--log-format", choices=("human", "json"), default="human")
     args = parser.parse_args(argv)
     logs.configure(args.log_format)
@@ -51,12 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, yaml.YAMLError, json.JSONDecodeError, UpError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+    cert, key = tls_paths_in(args.tls_dir) if args.tls_dir else (None, None)
     config = GatewayConfig(triton_url=args.triton, pipelines=pipelines, host=args.host, port=args.port,
                            admin_port=args.admin_port, max_streams=args.max_streams,
-                           load_admission=not args.no_load_admission)
+                           load_admission=not args.no_load_admission, api_keys=args.api_keys,
+                           tls_cert=cert and str(cert), tls_key=key and str(key))
+    try:
+        gateway = Gateway(config)     # keys and certificate are read here: a bad one stops the start
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
 
     async def serve() -> None:
-        gateway = Gateway(config)
         await gateway.start()
         print(f"gateway ready port={gateway.port} admin_port={gateway.admin_port}", flush=True)
         stop = asyncio.Event()
