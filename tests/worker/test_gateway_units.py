@@ -333,6 +333,14 @@ def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
     assert adm.update(Load(7.0, 10, 10, 0.10, 0.3, 0.05)) == 9         # back up one step per second
 
 
+def test_admission_always_takes_one_stream_or_it_could_never_measure_again():
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    # One stream kept a slow ASR model 95% busy: nothing more fits, but not less than one.
+    assert adm.update(Load(0.0, 1, 1, 0.95, 0.4, 0.05)) == 1
+    assert adm.update(Load(5.0, 0, 0, 0.0, None, 0.9)) == 1            # idle, queue wait from before
+    assert adm.admits(0) and not adm.admits(1)
+
+
 def test_admission_stops_when_finals_miss_the_target_or_requests_queue():
     adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
     adm.capacity = 30
