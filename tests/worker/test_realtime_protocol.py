@@ -254,8 +254,7 @@ def test_deltas_only_append():
 
 def test_items_are_numbered_and_chained():
     items = R.Items("abc")
-    first = items.open()
-    assert items.open() == first
-    assert items.close() == (first, None)
-    second, previous = items.close()
-    assert previous == first and second != first
+    first, second = items.new(), items.new()
+    assert first != second and first.startswith("item_abc_")
+    assert items.commit(first) is None
+    assert items.commit(second) == first

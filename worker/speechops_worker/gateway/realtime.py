@@ -29,7 +29,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from speechops_worker.audio_codec import G711_RATE, PCM16, PCM_RATES, PCMA, PCMU, AudioFormat
@@ -547,20 +547,16 @@ def delta(sent: str, stable: str) -> str:
 
 @dataclass
 class Items:
-    """Item ids of one session's turns, in order."""
+    """Item ids of one session's turns, in order, and the last one committed."""
     prefix: str
     count: int = 0
-    previous: str | None = None
-    current: str | None = field(default=None)
+    last_committed: str | None = None
 
-    def open(self) -> str:
-        if self.current is None:
-            self.count += 1
-            self.current = f"item_{self.prefix}_{self.count}"
-        return self.current
+    def new(self) -> str:
+        self.count += 1
+        return f"item_{self.prefix}_{self.count}"
 
-    def close(self) -> tuple[str, str | None]:
-        """The current item, committed: (item_id, previous_item_id)."""
-        item = self.open()
-        previous, self.previous, self.current = self.previous, item, None
-        return item, previous
+    def commit(self, item: str) -> str | None:
+        """Marks `item` committed; returns the item committed before it (previous_item_id)."""
+        previous, self.last_committed = self.last_committed, item
+        return previous

@@ -241,8 +241,7 @@ class RealtimeConnection(Connection):
     def _item(self, utterance: int) -> str:
         item = self.item_of.get(utterance)
         if item is None:
-            self.items.current = None
-            item = self.item_of[utterance] = self.items.open()
+            item = self.item_of[utterance] = self.items.new()
         return item
 
     def _commit_item(self, utterance: int) -> None:
@@ -250,8 +249,7 @@ class RealtimeConnection(Connection):
             return
         self.committed_items.add(utterance)
         item = self._item(utterance)
-        self.send_text(R.committed(item, self.items.previous))
-        self.items.previous = item
+        self.send_text(R.committed(item, self.items.commit(item)))
 
     # ---------------------------------------------------------------- ending
 
