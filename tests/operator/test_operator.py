@@ -61,7 +61,7 @@ def test_spec_update_patches_children_but_never_replicas(cluster, operator):
     # The scaler owns replicas once the Deployment exists.
     cluster.edit_child("Deployment", NS, "assistant-worker", {"spec": {"replicas": 4}})
     cluster.patch_spec(NS, "assistant", {"profile": "realtime", "capacity": {"minReplicas": 3},
-                                         "streams": {"drainTimeout": "10m"}})
+                                         "streams": {"drainTimeout": "10m", "idleTimeout": "2m"}})
 
     def updated():
         w = cluster.child("Deployment", NS, "assistant-worker")
@@ -71,7 +71,8 @@ def test_spec_update_patches_children_but_never_replicas(cluster, operator):
     assert worker["spec"]["replicas"] == 4
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 600
     cm = cluster.child("ConfigMap", NS, "assistant-models")
-    assert 'string_value: "realtime"' in cm["data"]["whisper_asr.pbtxt"]
+    # The VAD keeps an idle stream's state as long as the pipeline's idleTimeout.
+    assert 'key: "idle_timeout_s" value: { string_value: "120" }' in cm["data"]["silero_vad.pbtxt"]
     wait_for(lambda: cluster.pipeline(NS, "assistant")["status"].get("observedGeneration") == 2,
              what="observedGeneration 2")
 

@@ -330,6 +330,15 @@ def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
     assert adm.update(Load(7.0, 10, 10, 0.10, 0.3, 0.05)) == 9         # back up one step per second
 
 
+
+def test_admission_never_measures_room_for_no_stream():
+    # One stream sent faster than real time keeps the models 95% busy: room for none more,
+    # but once it ends the idle replica still takes one (it would measure nothing new).
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    assert adm.update(Load(0.0, 1, 1, 0.95, None, None)) == 1
+    assert adm.update(Load(5.0, 0, 0, 0.0, None, None)) == 1 and adm.admits(0)
+
+
 def test_admission_stops_when_finals_miss_the_target_or_requests_queue():
     adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
     adm.capacity = 30

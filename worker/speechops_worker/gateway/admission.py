@@ -68,7 +68,9 @@ class Admission:
             u = load.utilisation
             if u is not None and u >= MEASURABLE and load.model_streams > 0:
                 per_stream = u / load.model_streams
-                self._known = max(n + math.floor((UTILISATION_CEILING - u) / per_stream), 0)
+                # At least one: a replica that measured room for none would refuse every
+                # stream from then on, and an idle replica measures nothing new.
+                self._known = max(n + math.floor((UTILISATION_CEILING - u) / per_stream), 1)
                 reason = f"utilisation {u:.0%} with {load.model_streams} streams"
             else:
                 reason = "models idle: the last measurement" if self._known is not None else "a fresh replica"
