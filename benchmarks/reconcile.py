@@ -1,5 +1,6 @@
 """Reconcile benchmark: the real operator process (`speechops run`) against KMock's
-Kubernetes emulator.
+Kubernetes emulator, and against a real API server (kube-apiserver v1.36 + controller
+manager from KUBEBUILDER_ASSETS, tests/envtest.py) with the chart's ServiceAccount.
 
 Prints:
 - apply -> all children present and Ready=True in status, per pipeline (median, p99),
@@ -14,7 +15,13 @@ latencies include its cost (the operator itself uses a few % CPU meanwhile); the
 count and RSS do not depend on it. On a loaded 2-core machine the emulator did not get
 through 200 pipelines in 10 minutes: use --scale 30..60 there.
 
-Run: python benchmarks/reconcile.py [--pipelines 200]
+On the real server (skipped, and said so, when KUBEBUILDER_ASSETS is unset): N pipelines
+(--real 10,200) created at once; apply -> every child present per pipeline (median, p99;
+the controller manager makes ReplicaSets and pods, no kubelet runs them), the operator's
+CPU and RSS, its API writes per pipeline by verb and resource from the API server's audit
+log (reads are not audited), and the writes of a restart over the converged pipelines.
+
+Run: python benchmarks/reconcile.py [--pipelines 30] [--scale 200] [--real 10,200]
 """
 
 from __future__ import annotations
@@ -94,7 +101,21 @@ def main(argv: list[str]) -> int:
                         help="converged pipelines added for the restart (no-op resync) and RSS figures")
     parser.add_argument("--batch", type=int, default=10, help="pipelines applied at once")
     parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--real", default="10,200",
+                        help="pipeline counts for the real API server ('' to skip it)")
+    parser.add_argument("--kmock", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the KMock part")
     args = parser.parse_args(argv)
+    if args.kmock:
+        kmock(args)
+    counts = [int(c) for c in args.real.split(",") if c.strip()]
+    if counts:
+        real_server(counts, args.timeout)
+    return 0
+
+
+def kmock(args: argparse.Namespace) -> None:
+    print("== KMock emulator ==")
     n = args.pipelines
     tmp = Path(tempfile.mkdtemp(prefix="speechops-bench-"))
     log = tmp / "operator.log"
@@ -186,7 +207,80 @@ def main(argv: list[str]) -> int:
         stop(operator)
         cluster.close()
     print(f"operator log: {log}")
-    return 0
+
+
+def real_server(counts: list[int], timeout: float) -> None:
+    """The same operator on kube-apiserver + controller manager, as the chart's ServiceAccount."""
+    from collections import Counter
+
+    from tests.envtest import ControlPlane, assets_dir, now
+    from tests.operator.realkit import OPERATOR_USER, Kube, OperatorProcess, install, pipeline
+
+    print("== real API server (kube-apiserver v1.36 + controller manager, RBAC, chart ServiceAccount) ==")
+    if assets_dir() is None:
+        print("skipped: KUBEBUILDER_ASSETS is unset (scripts/envtest.sh DIR prints a directory for it)")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="speechops-bench-real-"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(REPO / d) for d in ("contract", "operator", "worker"))
+    with ControlPlane(controller_manager=True) as cp:
+        kube = Kube(cp)
+        op = OperatorProcess(install(cp), tmp / "operator.log").start()
+        proc = psutil.Process(op.proc.pid)
+        try:
+            for n in counts:
+                ns = f"real{n}"
+                kube.namespace(ns)
+                time.sleep(1.0)
+                since, cpu0, wall0 = now(), sum(proc.cpu_times()[:2]), time.monotonic()
+                applied: dict[str, float] = {}
+                for i in range(n):
+                    name = f"p{i:04d}"
+                    kube.create(pipeline(name, ns, {"profile": ("realtime", "interactive", "batch")[i % 3]}))
+                    applied[name] = time.monotonic()
+                done: dict[str, float] = {}
+                deadline = time.monotonic() + timeout
+                while len(done) < n and time.monotonic() < deadline:
+                    seen = time.monotonic()
+                    per: Counter = Counter(key[1] for key in _real_children(kube, ns))
+                    for name in applied:
+                        if name not in done and per[name] == 5:
+                            done[name] = seen - applied[name]
+                    time.sleep(0.5)
+                wall, cpu = time.monotonic() - wall0, sum(proc.cpu_times()[:2]) - cpu0
+                lat = sorted(done.values())
+                writes = [e for e in cp.audit_events(since=since, user=OPERATOR_USER)]
+                by = Counter((e.verb, e.resource) for e in writes)
+                refused = sum(e.code >= 400 for e in writes)
+                print(f"{n} pipelines created at once; all 5 children present for {len(lat)}")
+                if lat:
+                    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+                    print(f"  apply -> children: median {statistics.median(lat):.2f}s  p99 {p99:.2f}s  "
+                          f"max {lat[-1]:.2f}s")
+                print(f"  operator CPU: {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}%); "
+                      f"RSS {proc.memory_info().rss / 2**20:.1f} MiB")
+                print(f"  operator API writes: {len(writes) / n:.2f} per pipeline ({refused} refused): "
+                      + ", ".join(f"{verb} {res} {c / n:.2f}" for (verb, res), c in sorted(by.items())))
+            # A restart over everything converged: what it writes.
+            time.sleep(20)     # one scaler tick past the last create
+            op.stop()
+            since = now()
+            op.start()
+            proc = psutil.Process(op.proc.pid)
+            time.sleep(30)
+            writes = cp.audit_events(since=since, user=OPERATOR_USER)
+            total = sum(counts)
+            print(f"restart over {total} converged pipelines: {len(writes)} API writes in 30 s "
+                  f"({len(writes) / total:.3f} per pipeline; target 0); RSS {proc.memory_info().rss / 2**20:.1f} MiB")
+            for e in writes[:5]:
+                print(f"  write: {e.verb} {e.resource} {e.namespace}/{e.name} -> {e.code}")
+        finally:
+            op.stop()
+
+
+def _real_children(kube, namespace: str) -> list[tuple[str, str]]:
+    """(kind, pipeline) for every speechops child in the namespace."""
+    return [(kind, (obj["metadata"].get("labels") or {}).get(names.LABEL_PIPELINE, ""))
+            for (kind, _), obj in kube.children(namespace).items()]
 
 
 def scale_names(count: int) -> list[str]:

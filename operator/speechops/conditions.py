@@ -14,6 +14,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_ACTIVE = "ScalingActive"
+RECONCILER_TYPES = (READY, PROGRESSING, DEGRADED)
 # The scaler's too: spec.capacity.streamsPerReplica against what the gateways measured.
 CAPACITY_AS_MEASURED = "CapacityAsMeasured"
 # ScalingActive=False because a HorizontalPodAutoscaler scales the workers: not a fallback.
@@ -51,3 +52,15 @@ def set_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str, st
 
 def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
     return next((c for c in conditions or [] if c.get("type") == type_), None)
+
+
+def merge_types(current: Iterable[Mapping[str, Any]] | None, ours: Iterable[Mapping[str, Any]],
+                types: Iterable[str]) -> list[dict]:
+    """`current`, in its order, with the conditions of `types` taken from `ours`; other
+    writers' conditions are kept as they are."""
+    types = set(types)
+    mine = {c["type"]: dict(c) for c in ours if c.get("type") in types}
+    result = []
+    for cond in current or []:
+        result.append(mine.pop(cond.get("type"), None) or dict(cond))
+    return result + list(mine.values())

@@ -276,9 +276,23 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
 
 
 async def write_status(kube: KubeClient, body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+    """Writes the status keys that differ. A merge patch replaces the whole conditions
+    list, and `body` may be older than the scaler's last write: our condition types are
+    laid over the pipeline's conditions as they are now, so the scaler's are kept."""
+    if not patch:
+        return
+    meta = body["metadata"]
+    patch = dict(patch)
+    if "conditions" in patch:
+        live = await kube.get(api.KIND, meta["namespace"], meta["name"])
+        if live is None:
+            return   # deleted meanwhile
+        current = live.get("status") or {}
+        patch["conditions"] = conditions.merge_types(current.get("conditions"), patch["conditions"],
+                                                     conditions.RECONCILER_TYPES)
+        patch = status_patch(current, patch)
     if patch:
-        meta = body["metadata"]
-        await kube.patch(api.KIND, meta["namespace"], meta["name"], {"status": dict(patch)}, subresource="status")
+        await kube.patch(api.KIND, meta["namespace"], meta["name"], {"status": patch}, subresource="status")
 
 
 # ---------------------------------------------------------------- deletion

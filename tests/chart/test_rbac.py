@@ -286,6 +286,12 @@ def code_needs() -> tuple[dict[Need, str], list[str]]:
         needs.setdefault(need, where)
     for stale in sorted(set(VARIABLE_KIND_CALLS) - seen_variable_sites):
         problems.append(f"VARIABLE_KIND_CALLS names {stale}, which makes no client call any more")
+    # Children carry blockOwnerDeletion on their owner reference, which
+    # OwnerReferencesPermissionEnforcement (OpenShift's default) admits only from a writer
+    # that may update the owner's finalizers.
+    owner = reconcile.owner_reference({"metadata": {"name": "n", "uid": "u"}})
+    if owner.get("blockOwnerDeletion"):
+        needs.setdefault(Need(api.GROUP, f"{api.PLURAL}/finalizers", "update"), "reconcile.owner_reference")
     for group, plural, changes, where in kopf_handler_resources():
         verbs = ["list", "watch", "patch"] if changes else ["list", "watch"]
         for verb in verbs:

@@ -71,7 +71,7 @@ def test_spec_update_patches_children_but_never_replicas(cluster, operator):
     assert worker["spec"]["replicas"] == 4
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 600
     cm = cluster.child("ConfigMap", NS, "assistant-models")
-    # The VAD keeps an idle stream's state as long as the pipeline's idleTimeout.
+    # The models keep an idle stream's state as long as the pipeline's idle timeout.
     assert 'key: "idle_timeout_s" value: { string_value: "120" }' in cm["data"]["silero_vad.pbtxt"]
     wait_for(lambda: cluster.pipeline(NS, "assistant")["status"].get("observedGeneration") == 2,
              what="observedGeneration 2")

@@ -69,3 +69,12 @@ def test_kopfs_routine_success_lines_go_to_debug():
         assert quiet.filter(record("Timer 'scale' succeeded."))     # --verbose shows them
     finally:
         logging.getLogger("kopf.objects").setLevel(logging.NOTSET)
+
+
+def test_the_reconcilers_conditions_keep_the_scalers():
+    from speechops.conditions import RECONCILER_TYPES, merge_types
+    live = [{"type": "Ready", "status": "False"}, {"type": "ScalingActive", "status": "False", "reason": "X"}]
+    ours = [{"type": "Ready", "status": "True"}, {"type": "Progressing", "status": "False"}]
+    assert merge_types(live, ours, RECONCILER_TYPES) == [
+        {"type": "Ready", "status": "True"}, {"type": "ScalingActive", "status": "False", "reason": "X"},
+        {"type": "Progressing", "status": "False"}]

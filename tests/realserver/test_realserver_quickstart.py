@@ -150,14 +150,14 @@ def test_readme_cluster_quickstart_step_by_step(control_plane, tmp_path):
     deployment_name = rollout[-1].split("/", 1)[1]
     deployment = api.sanitize_for_serialization(apps.read_namespaced_deployment(deployment_name, namespace))
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    operator_pods = wait_for(lambda: core.list_namespaced_pod(namespace, label_selector=selector).items,
-                          60, "the operator's pods from its Deployment")
-    assert len(operator_pods) == deployment["spec"]["replicas"]
+    replicas = deployment["spec"]["replicas"]
+    operator_pods = wait_for(lambda: (pods := core.list_namespaced_pod(namespace, label_selector=selector).items)
+                             and len(pods) == replicas and pods, 60, f"the operator's {replicas} pods")
     for pod in operator_pods:
         assert pod.spec.service_account_name == deployment["spec"]["template"]["spec"]["serviceAccountName"]
         _mark_ready(core, pod)
     wait_for(lambda: apps.read_namespaced_deployment(deployment_name, namespace).status.ready_replicas
-          == deployment["spec"]["replicas"], 60, "rollout status: the operator's Deployment ready")
+          == replicas, 60, "rollout status: the operator's Deployment ready")
 
     #    ... and the pods' processes, as the pods would run them (with peering, one acts).
     operators: list[ChartOperatorPod] = []

@@ -28,10 +28,11 @@ PIPELINES = {"default": object()}
 
 @pytest.mark.parametrize("text, code", [
     ("{not json", P.E_BAD_JSON),
+    ("[" * 100_000, P.E_BAD_JSON),
     ("[1, 2]", P.E_BAD_MESSAGE),
     ('{"type": 3}', P.E_BAD_MESSAGE),
     ('{"type": "hello"}', P.E_BAD_MESSAGE),
-], ids=["broken-json", "not-an-object", "type-not-string", "unknown-type"])
+], ids=["broken-json", "nested-too-deep", "not-an-object", "type-not-string", "unknown-type"])
 def test_bad_control_messages_are_named(text, code):
     with pytest.raises(P.ProtocolError) as err:
         P.parse_control(text)
@@ -41,6 +42,8 @@ def test_bad_control_messages_are_named(text, code):
 @pytest.mark.parametrize("start, code", [
     ({"pipeline": "nope"}, P.E_UNKNOWN_PIPELINE),
     ({"sample_rate": 44100}, P.E_SAMPLE_RATE),
+    ({"sample_rate": 16000.0}, P.E_SAMPLE_RATE),
+    ({"encoding": []}, P.E_ENCODING),
     ({"sample_rate": "16000"}, P.E_SAMPLE_RATE),
     ({"encoding": "alaw", "sample_rate": 16000}, P.E_SAMPLE_RATE),
     ({"encoding": "opus"}, P.E_ENCODING),
@@ -50,7 +53,7 @@ def test_bad_control_messages_are_named(text, code):
     ({"options": {"partial_interval_ms": 5}}, P.E_BAD_OPTION),
     ({"options": {"partials": "yes"}}, P.E_BAD_OPTION),
     ({"options": {"prompt": "x" * 501}}, P.E_BAD_OPTION),
-], ids=["unknown-pipeline", "44khz", "rate-as-string", "alaw-not-8khz", "opus", "unknown-field", "options-list", "unknown-option",
+], ids=["unknown-pipeline", "44khz", "rate-as-float", "encoding-list", "rate-as-string", "alaw-not-8khz", "opus", "unknown-field", "options-list", "unknown-option",
         "interval-too-small", "partials-not-bool", "prompt-too-long"])
 def test_bad_start_messages_are_refused_with_their_code(start, code):
     with pytest.raises(P.ProtocolError) as err:
@@ -330,13 +333,12 @@ def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
     assert adm.update(Load(7.0, 10, 10, 0.10, 0.3, 0.05)) == 9         # back up one step per second
 
 
-
-def test_admission_never_measures_room_for_no_stream():
-    # One stream sent faster than real time keeps the models 95% busy: room for none more,
-    # but once it ends the idle replica still takes one (it would measure nothing new).
+def test_admission_always_takes_one_stream_or_it_could_never_measure_again():
     adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
-    assert adm.update(Load(0.0, 1, 1, 0.95, None, None)) == 1
-    assert adm.update(Load(5.0, 0, 0, 0.0, None, None)) == 1 and adm.admits(0)
+    # One stream kept a slow ASR model 95% busy: nothing more fits, but not less than one.
+    assert adm.update(Load(0.0, 1, 1, 0.95, 0.4, 0.05)) == 1
+    assert adm.update(Load(5.0, 0, 0, 0.0, None, 0.9)) == 1            # idle, queue wait from before
+    assert adm.admits(0) and not adm.admits(1)
 
 
 def test_admission_stops_when_finals_miss_the_target_or_requests_queue():

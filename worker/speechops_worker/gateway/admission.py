@@ -68,8 +68,6 @@ class Admission:
             u = load.utilisation
             if u is not None and u >= MEASURABLE and load.model_streams > 0:
                 per_stream = u / load.model_streams
-                # At least one: a replica that measured room for none would refuse every
-                # stream from then on, and an idle replica measures nothing new.
                 self._known = max(n + math.floor((UTILISATION_CEILING - u) / per_stream), 1)
                 reason = f"utilisation {u:.0%} with {load.model_streams} streams"
             else:
@@ -88,5 +86,8 @@ class Admission:
                 cap, reason = over, f"final p90 {load.final_p90:.2f}s + end-of-speech wait over the {self.target_s:g}s target"
         if load.wait_p90 is not None and load.wait_p90 > self.budget_s / 2 and n < cap:
             cap, reason = n, f"queue wait p90 {load.wait_p90:.2f}s"
+        # Never below one stream: a replica that holds none measures nothing, and would
+        # refuse every stream for good on a measurement taken under another load.
+        cap = max(cap, 1)
         self.capacity, self.reason = cap, reason
         return cap

@@ -78,6 +78,8 @@ def parse_control(text: str) -> dict[str, Any]:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(E_BAD_JSON, f"control message is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:     # thousands of nested brackets: found by the fuzz test
+        raise ProtocolError(E_BAD_JSON, "control message is nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         raise ProtocolError(E_BAD_MESSAGE, 'control message must be a JSON object with a string "type"')
     if doc["type"] not in ("start", "commit", "stop"):
@@ -95,14 +97,14 @@ def parse_start(doc: Mapping[str, Any], pipelines: Mapping[str, Any], default_pi
     if unknown:
         raise ProtocolError(E_UNKNOWN_FIELD, f"unknown start fields {sorted(unknown)}; known: {sorted(_START_KEYS)}")
     encoding = doc.get("encoding", ENCODING)
-    if encoding not in ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:     # a list is unhashable: fuzz-found
         raise ProtocolError(E_ENCODING, f"encoding must be one of {sorted(ENCODINGS)} ({ENCODING}: 16-bit "
                                         f"little-endian PCM; mulaw, alaw: G.711 at 8000 Hz), got {encoding!r}")
     # The pipeline's spec.streams.sampleRate unless the stream says otherwise.
     streams = getattr(getattr(pipelines[pipeline], "spec", None), "streams", None)
     rate = doc.get("sample_rate", G711_RATE if encoding != ENCODING else getattr(streams, "sample_rate", SAMPLE_RATE))
     rates = PCM_RATES if encoding == ENCODING else (G711_RATE,)
-    if isinstance(rate, bool) or rate not in rates:
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate not in rates:
         raise ProtocolError(E_SAMPLE_RATE, f"sample_rate for {encoding} must be one of {list(rates)} (mono), got "
                                            f"{rate!r}; other audio: resample first, e.g. `sox in.wav -r 16000 -c 1 "
                                            f"-b 16 out.wav`")
