@@ -9,8 +9,8 @@ recorded in a JSON audit log.
         cp.audit_writes(since=t0, user="system:serviceaccount:ns:name")
 
 Each process runs in its own process group and is stopped by PID; the working directory
-(certs, etcd data, logs) is removed on stop. Startup is ~3-5 s for etcd + kube-apiserver
-and a few seconds more for the controller manager.
+(certs, etcd data, logs) is removed on stop. Startup: etcd + kube-apiserver + controller
+manager in 5-12 s on two cores (up to ~20 s while other tests load them).
 """
 
 from __future__ import annotations
