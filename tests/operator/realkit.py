@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from speechops_contract import api, names
+from tests.envtest import wait_for  # noqa: F401  (the tests import it from here too)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "speechpipeline.yaml"
@@ -112,17 +113,6 @@ class OperatorProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def pipeline(name: str, namespace: str, spec: dict | None = None) -> dict:

@@ -429,10 +429,9 @@ def apply_update(config: SessionConfig, update: Update, *, audio_started: bool, 
         new = replace(new, language=f["language"])
     if "prompt" in f:
         new = replace(new, prompt=f["prompt"])
-    if audio_started and (new.format != config.format or (new.turn_detection is None) != (config.turn_detection is None)):
-        raise RealtimeError(E_LOCKED, "the audio format and whether turns are detected are fixed once audio has "
-                            "arrived; open a new session to change them", param="session.audio.input",
-                            event_id=update.event_id)
+    if audio_started and (new.format != config.format or new.turn_detection != config.turn_detection):
+        raise RealtimeError(E_LOCKED, "the audio format and turn detection are fixed once audio has arrived; open "
+                            "a new session to change them", param="session.audio.input", event_id=update.event_id)
     if audio_started and new.model != config.model and (new.model in pipelines or config.model in pipelines):
         raise RealtimeError(E_LOCKED, "the pipeline is fixed once audio has arrived; open a new session to change "
                             "it", param="session.audio.input.transcription.model", event_id=update.event_id)
