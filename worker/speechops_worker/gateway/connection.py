@@ -43,6 +43,15 @@ class Connection(WSListener):
             self.session.release()
         self.streams.disconnected(self)
 
+    def client_closed(self, transport, frame) -> None:
+        """The client sent a close frame without ending its stream: nothing more can be
+        sent to it, so the session is freed without a word and the close answered."""
+        self.done = True
+        if self.session is not None:
+            self.session.release()
+        transport.send_close(frame.get_close_code())
+        transport.disconnect()
+
     def pause_writing(self) -> None:
         self.paused_since = time.monotonic()
 

@@ -76,12 +76,7 @@ class NativeConnection(Connection):
                     raise P.ProtocolError(P.E_BAD_JSON, "text frame is not valid UTF-8") from None
                 self._control(P.parse_control(text))
             elif frame.msg_type == WSMsgType.CLOSE:
-                # The client closed without `stop`: nothing more can be sent to it.
-                self.done = True
-                if self.session is not None:
-                    self.session.release()
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
+                self.client_closed(transport, frame)
         except P.ProtocolError as exc:
             self.fail(exc.code, exc.message, retry_after_s=exc.retry_after_s)
         except Exception:  # a bug must cost one stream, never the gateway

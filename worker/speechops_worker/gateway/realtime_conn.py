@@ -88,11 +88,7 @@ class RealtimeConnection(Connection):
                 raise R.RealtimeError(R.E_BAD_EVENT, "binary frames are not part of this protocol: send audio as "
                                       "base64 in input_audio_buffer.append (or use the native /v1/stream)")
             elif frame.msg_type == WSMsgType.CLOSE:
-                self.done = True
-                if self.session is not None:
-                    self.session.release()
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
+                self.client_closed(transport, frame)
         except R.RealtimeError as exc:
             if exc.fatal:
                 self._fail(exc)
