@@ -90,6 +90,7 @@ def main() -> int:
     ap.add_argument("--durations", choices=("fixed", "exponential"), default="fixed",
                     help="stream lengths: all 240 s, or exponential with that mean")
     ap.add_argument("--no-opening-hours", action="store_true", help="leave out the synthetic opening-hours trace")
+    ap.add_argument("--opening-hours-weeks", type=int, default=4, help="length of the synthetic trace (default 4)")
     args = ap.parse_args()
     traces = sorted(Path(args.traces).glob("*.csv"))
     if not traces:
@@ -100,7 +101,8 @@ def main() -> int:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_opening_hours:
-            traces.append(opening_hours_trace(Path(tmp) / "synthetic_opening_hours_per_minute.csv"))
+            traces.append(opening_hours_trace(Path(tmp) / "synthetic_opening_hours_per_minute.csv",
+                                              weeks=args.opening_hours_weeks))
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             reports = [r for rs in pool.map(run_one, map(str, traces), [args.plots] * len(traces),
                                             [args.durations] * len(traces)) for r in rs]

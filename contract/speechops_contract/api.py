@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from speechops_contract.catalog import runs_whisper
 from speechops_contract.profiles import profile as _tier
 
 
@@ -337,7 +338,6 @@ def _read_whisper(r: _Reader, item: Mapping, path: str, model: str | None) -> Wh
         return None
     path = f"{path}.whisper"
     raw = r.mapping(item.get("whisper"), path)
-    from speechops_contract.catalog import runs_whisper
     if model is not None and not runs_whisper(model):
         r.fail(path, f"is only for Whisper stages (model whisper_asr or its variants), not {model!r}")
     pvc = r.mapping(raw.get("pvc"), f"{path}.pvc")

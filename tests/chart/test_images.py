@@ -52,7 +52,9 @@ def test_image_runs_as_a_numeric_non_root_user(name):
 def test_worker_image_ships_models_where_the_operator_copies_them_from():
     text = DOCKERFILES["worker"].read_text()
     assert names.WORKER_IMAGE_MODELS_PATH in text
-    assert "SPEECHOPS_SITE_DIRS" in text   # models find their deps under Triton's isolated stub
+    # Models find their deps under Triton's isolated stub: a .pth file in the stub's own
+    # interpreter names the venv, and the build imports them with that interpreter.
+    assert "speechops-worker.pth" in text and "/usr/bin/python3 -c \"import speechops_worker.asr" in text
 
 
 def test_worker_image_uid_matches_the_worker_pods():

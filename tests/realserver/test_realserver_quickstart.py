@@ -128,7 +128,18 @@ def _mark_ready(core, pod) -> None:
                        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]}})
 
 
-def test_readme_cluster_quickstart_step_by_step(control_plane, tmp_path):
+@pytest.fixture(scope="module", params=[(), ("OwnerReferencesPermissionEnforcement",)],
+                ids=["kubernetes-defaults", "owner-references-enforced"])
+def quickstart_plane(envtest_assets, request):
+    """A plain cluster, and one that admits a child with blockOwnerDeletion only from a
+    writer that may update its owner's finalizers (OpenShift's default)."""
+    from tests.envtest import ControlPlane
+    with ControlPlane(controller_manager=True, admission_plugins=request.param, assets=envtest_assets) as cp:
+        yield cp
+
+
+def test_readme_cluster_quickstart_step_by_step(quickstart_plane, tmp_path):
+    control_plane = quickstart_plane
     from kubernetes import client
     api = control_plane.api_client()
     core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)

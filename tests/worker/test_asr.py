@@ -270,8 +270,11 @@ def test_a_multilingual_model_transcribes_and_translates_german(base_dir):
     heard = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language="de")).transcribe(
         german[None], np.array([len(german)]), [""])[0].text
     assert {"guten", "morgen"} <= set(speech.normalize_words(heard)), heard
-    english = WhisperAsr(base_dir, threads=2, options=DecodeOptions(language="de", task="translate")).transcribe(
-        german[None], np.array([len(german)]), [""])[0].text
+    # Whisper base is unsure this synthetic German is speech when translating (no-speech
+    # probability 0.53-0.62 run to run): the silence filter is off for this check.
+    translator = WhisperAsr(base_dir, threads=2,
+                            options=DecodeOptions(language="de", task="translate", no_speech_threshold=1.0))
+    english = translator.transcribe(german[None], np.array([len(german)]), [""])[0].text
     assert speech.normalize_words(english)[:2] == ["good", "morning"], english
 
 

@@ -145,3 +145,17 @@ def test_up_with_api_keys_and_tls_and_stream_over_both_protocols(tmp_path):
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_stream_needs_only_the_light_client_extra():
+    """`pip install 'speechops[client]'` is enough for `speechops stream`, both protocols:
+    no torch, Triton client, kopf or Kubernetes client is imported."""
+    code = ("import sys\n"
+            "for m in ('torch', 'tritonclient', 'ctranslate2', 'silero_vad', 'kopf', 'kubernetes', 'aiohttp'):\n"
+            "    sys.modules[m] = None\n"
+            "import speechops_worker.client, speechops_worker.realtime_client\n"
+            "from speechops import cli\n"
+            "sys.exit(cli.main(['stream', '--help']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--protocol {native,realtime}" in result.stdout

@@ -312,43 +312,38 @@ def test_gateway_modules_import_no_cycle():
 
 # ------------------------------------------------------------------ admission by load
 
-def test_admission_grows_in_steps_the_measurements_can_follow():
+def L(now, streams, utilisation=None, final_p90=None, wait_p90=None):
+    return Load(now=now, streams=streams, utilisation=utilisation, final_p90=final_p90, wait_p90=wait_p90)
+
+
+def test_admission_grows_in_steps_while_the_target_is_met_and_the_streams_fill_it():
     adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
     assert adm.admits(3) and not adm.admits(4)             # a fresh replica: a few streams first
-    # No load measured yet: one more stream per second (an eighth once it holds more).
-    caps = [adm.update(Load(t, 4, 4, None, None, None)) for t in (0.0, 0.25, 0.5, 1.0, 2.0)]
-    assert caps == [5, 5, 5, 6, 7]
-    for t in range(3, 40):
-        adm.update(Load(float(t), 0, 0, None, None, None))
-    assert adm.capacity == 64                               # up to the hard cap, in steps
+    # Full and within the target: one more stream per second (an eighth once it holds more).
+    caps = [adm.update(L(t, 4, 0.3, 0.3, 0.01)) for t in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    assert caps == [5, 5, 5, 6, 6]                          # 4 streams no longer fill 6
+    assert adm.update(L(3.0, 5, 0.3, 0.3, 0.01)) == 7
+    assert adm.update(L(9.0, 0)) == 7                      # idle: the window holds
 
 
-def test_admission_holds_what_the_utilisation_says_fits_and_remembers_it():
-    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+def test_admission_falls_at_once_when_the_replica_misses():
+    adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
     adm.capacity = 30
-    # 10 streams keep ASR 40% busy: 4% each, so 10 more fit under the 80% ceiling.
-    assert adm.update(Load(0.0, 10, 10, 0.40, 0.3, 0.05)) == 20
-    assert adm.update(Load(5.0, 0, 0, 0.0, None, None)) == 20          # idle: the last measurement holds
-    assert adm.update(Load(6.0, 10, 10, 0.95, 0.3, 0.05)) == 8         # over the ceiling: at once below the held
-    assert adm.update(Load(7.0, 10, 10, 0.10, 0.3, 0.05)) == 9         # back up one step per second
+    assert adm.update(L(0.0, 10, 0.5, 1.0, 0.05)) == 5                 # p90 twice the 0.5 s left: half
+    assert "final p90" in adm.reason and not adm.admits(5)
+    assert adm.update(L(0.5, 5, 0.5, 0.3, 0.05)) == 5                  # met again, but holds a second
+    assert adm.update(L(1.5, 5, 0.5, 0.3, 0.05)) == 6
+    adm.capacity = 30
+    assert adm.update(L(3.0, 12, 0.95, 0.3, 0.05)) == 12               # models over the ceiling: no more
+    adm.capacity = 30
+    assert adm.update(L(5.0, 10, 0.5, 0.2, 0.3)) == 10                 # queue wait over half the budget
+    vad_only = Admission(target_s=0.5, hard_cap=1000, utterance_models=False)
+    assert vad_only.update(L(0.0, 600, None, None, 0.01)) == 1000      # VAD's cost per stream is not linear
+    assert vad_only.update(L(0.0, 600, None, None, 0.5)) == 600
 
 
 def test_admission_always_takes_one_stream_or_it_could_never_measure_again():
     adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
-    # One stream kept a slow ASR model 95% busy: nothing more fits, but not less than one.
-    assert adm.update(Load(0.0, 1, 1, 0.95, 0.4, 0.05)) == 1
-    assert adm.update(Load(5.0, 0, 0, 0.0, None, 0.9)) == 1            # idle, queue wait from before
+    assert adm.update(L(0.0, 1, 0.99, 3.0, 0.9)) == 1     # one stream over everything: still one
+    assert adm.update(L(5.0, 0, 0.0, None, 0.9)) == 1     # idle, a stale queue wait
     assert adm.admits(0) and not adm.admits(1)
-
-
-def test_admission_stops_when_finals_miss_the_target_or_requests_queue():
-    adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
-    adm.capacity = 30
-    assert adm.update(Load(0.0, 10, 10, 0.3, 1.0, 0.05)) == 5          # p90 twice the 0.5 s left: half
-    assert "final p90" in adm.reason and not adm.admits(5)
-    assert adm.update(Load(1.0, 10, 10, 0.3, 0.2, 0.05)) == 6          # met again: up one step per second
-    adm.capacity = 30
-    assert adm.update(Load(2.0, 10, 10, 0.3, 0.2, 0.3)) == 10          # queue wait over half of it: no more
-    vad_only = Admission(target_s=0.5, hard_cap=1000, utterance_models=False)
-    assert vad_only.update(Load(0.0, 600, 600, None, None, 0.01)) == 1000   # VAD's cost per stream is not linear
-    assert vad_only.update(Load(0.0, 600, 600, None, None, 0.5)) == 600

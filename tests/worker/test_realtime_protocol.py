@@ -184,10 +184,12 @@ def test_format_and_turn_mode_are_fixed_once_audio_arrived():
     assert info.value.code == R.E_LOCKED
     with pytest.raises(R.RealtimeError):
         update(ga_update(turn_detection=None), cfg, audio_started=True)
-    # Tuning server_vad or the prompt mid-stream is fine.
-    later = update(ga_update(turn_detection={"type": "server_vad", "threshold": 0.7},
-                             transcription={"prompt": "Triton"}), cfg, audio_started=True)
-    assert later.turn_detection.threshold == 0.7 and later.prompt == "Triton"
+    with pytest.raises(R.RealtimeError):
+        update(ga_update(turn_detection={"type": "server_vad", "threshold": 0.7}), cfg, audio_started=True)
+    # The prompt, and the same settings again, are fine mid-stream.
+    later = update(ga_update(turn_detection={"type": "server_vad"}, transcription={"prompt": "Triton"}), cfg,
+                   audio_started=True)
+    assert later.turn_detection == cfg.turn_detection and later.prompt == "Triton"
 
 
 def test_vad_mapping_round_trips():
@@ -252,8 +254,7 @@ def test_deltas_only_append():
 
 def test_items_are_numbered_and_chained():
     items = R.Items("abc")
-    first = items.open()
-    assert items.open() == first
-    assert items.close() == (first, None)
-    second, previous = items.close()
-    assert previous == first and second != first
+    first, second = items.new(), items.new()
+    assert first != second and first.startswith("item_abc_")
+    assert items.commit(first) is None
+    assert items.commit(second) == first

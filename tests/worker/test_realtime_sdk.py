@@ -80,15 +80,9 @@ def wire(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
 
 
 def spoken(text: str) -> str:
-    """The words of a transcript, normalised, with immediate repeats collapsed: a streamed
-    Whisper repeats words of short human utterances ("front front center", docs/models.md),
-    which is the ASR stage's to mend; what this protocol must carry is the right words in
-    the right order."""
-    out: list[str] = []
-    for w in (norm(w) for w in words(text)):
-        if not out or out[-1] != w:
-            out.append(w)
-    return " ".join(out)
+    """The words of a transcript, normalised. Repeats are not collapsed: a short human
+    utterance must come back once ("front center", not "front front center")."""
+    return " ".join(norm(w) for w in words(text))
 
 
 def failures(result: RC.RealtimeResult) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Whisper (CTranslate2) over many utterances in one `generate` call.
+"""Whisper (CTranslate2) over many streams' utterances: one encoder call for rows of equal
+padded length, then each row decoded on its own.
 
 Rows are each stream's utterance so far (zero-padded to the longest), their real
 lengths, and a text prompt (the previous words carried forward, or a pipeline's
@@ -278,8 +279,7 @@ class WhisperAsr:
         return min(max(window, with_tail), MAX_SAMPLES)
 
     def transcribe(self, audio: np.ndarray, lengths: np.ndarray, prompts: list[str]) -> list[Transcript]:
-        """Text per row. Decodable rows share generate calls, grouped so that no row's
-        result depends on the rows it was packed with."""
+        """Text per row; no row's result depends on the rows it was packed with."""
         audio = np.asarray(audio, dtype=np.float32)
         lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
         validate(audio, lengths, prompts)

@@ -13,10 +13,14 @@ noise:
 - level: the recent value (the last value beats seasonal-naive at minutes ahead);
 - trend: level plus a damped short-term slope (ramps that started already);
 - seasonal: level times the weekly (or, with less than a week of history, daily) profile's
-  change between now and now + horizon, so the recent level corrects the profile;
+  change between now and now + horizon, so the recent level corrects the profile (a change
+  steeper than 2x, or from zero, is added rather than multiplied: `seasonal_change`);
 - mean: the average of the last quarter hour or so. Where demand comes in bursts or small
   noisy counts, the level chases each burst and the band has to cover that chase; the
   mean does not.
+
+A step the profile shows at this time of day or week (opening hours) is provisioned in
+full: the band's top takes it one lead time ahead (`_scheduled`).
 
 The band comes from the blend's errors at exactly the lead time (not one-step residuals,
 which understate the error three minutes out). Errors are kept in units of the square root
@@ -265,11 +269,12 @@ class SeasonalForecaster:
         now = self.profile.value(t, width=0)
         if now is None:
             return None
-        then = [v for v in (self.profile.value(t + horizon, width=0), self.profile.value(t + horizon + BIN, width=0))
-                if v is not None]
-        if not then or max(v for v, _ in then) - now[0] <= 3.0 * math.sqrt(max(max(v for v, _ in then), 1.0)):
+        then = [v[0] for v in (self.profile.value(t + horizon, width=0),
+                                self.profile.value(t + horizon + BIN, width=0)) if v is not None]
+        peak = max(then, default=0.0)
+        if peak - now[0] <= 3.0 * math.sqrt(max(peak, 1.0)):
             return None
-        return seasonal_change(self.level, now[0], max(v for v, _ in then))
+        return seasonal_change(self.level, now[0], peak)
 
     def _weights(self) -> list[float]:
         inv = [(1.0 / (m + 1e-6)) ** self.weight_power for m in self._mse]

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from speechops_worker.audio_codec import G711_RATE, PCM16, PCM_RATES, PCMA, PCMU, AudioFormat
@@ -429,10 +429,9 @@ def apply_update(config: SessionConfig, update: Update, *, audio_started: bool, 
         new = replace(new, language=f["language"])
     if "prompt" in f:
         new = replace(new, prompt=f["prompt"])
-    if audio_started and (new.format != config.format or (new.turn_detection is None) != (config.turn_detection is None)):
-        raise RealtimeError(E_LOCKED, "the audio format and whether turns are detected are fixed once audio has "
-                            "arrived; open a new session to change them", param="session.audio.input",
-                            event_id=update.event_id)
+    if audio_started and (new.format != config.format or new.turn_detection != config.turn_detection):
+        raise RealtimeError(E_LOCKED, "the audio format and turn detection are fixed once audio has arrived; open "
+                            "a new session to change them", param="session.audio.input", event_id=update.event_id)
     if audio_started and new.model != config.model and (new.model in pipelines or config.model in pipelines):
         raise RealtimeError(E_LOCKED, "the pipeline is fixed once audio has arrived; open a new session to change "
                             "it", param="session.audio.input.transcription.model", event_id=update.event_id)
@@ -548,20 +547,16 @@ def delta(sent: str, stable: str) -> str:
 
 @dataclass
 class Items:
-    """Item ids of one session's turns, in order."""
+    """Item ids of one session's turns, in order, and the last one committed."""
     prefix: str
     count: int = 0
-    previous: str | None = None
-    current: str | None = field(default=None)
+    last_committed: str | None = None
 
-    def open(self) -> str:
-        if self.current is None:
-            self.count += 1
-            self.current = f"item_{self.prefix}_{self.count}"
-        return self.current
+    def new(self) -> str:
+        self.count += 1
+        return f"item_{self.prefix}_{self.count}"
 
-    def close(self) -> tuple[str, str | None]:
-        """The current item, committed: (item_id, previous_item_id)."""
-        item = self.open()
-        previous, self.previous, self.current = self.previous, item, None
-        return item, previous
+    def commit(self, item: str) -> str | None:
+        """Marks `item` committed; returns the item committed before it (previous_item_id)."""
+        previous, self.last_committed = self.last_committed, item
+        return previous

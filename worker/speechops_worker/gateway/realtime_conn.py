@@ -16,16 +16,15 @@ too, so a full or draining replica says so before the client sends audio.
 from __future__ import annotations
 
 import logging
-import socket
-import time
 from urllib.parse import parse_qs
 
-from picows import WSCloseCode, WSListener, WSMsgType
+from picows import WSMsgType
 
 from speechops_worker.audio_codec import CodecError, Decoder
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway import realtime as R
-from speechops_worker.gateway.session import Event, Session
+from speechops_worker.gateway.connection import Connection
+from speechops_worker.gateway.session import Event
 
 log = logging.getLogger("speechops.gateway")
 
@@ -36,17 +35,9 @@ RETRY_AFTER = {"drain": 1.0}
 SERVER_CODES = {P.E_OVER_CAPACITY, P.E_DRAINING, P.E_TRITON, P.E_INTERNAL, P.E_SLOW_CONSUMER}
 
 
-class RealtimeConnection(WSListener):
-    auth_refusal: tuple[str, str] | None = None    # (code, message): refused before any event
-    query = ""                                     # the URL's query string
-
+class RealtimeConnection(Connection):
     def __init__(self, streams):
-        self.streams = streams
-        self.transport = None
-        self.session: Session | None = None
-        self.done = False
-        self.connected_at = time.monotonic()
-        self.paused_since: float | None = None
+        super().__init__(streams)
         self.query_model: str | None = None
         self.config = R.default_config(streams.config.vad)
         self.decoder: Decoder | None = None
@@ -57,17 +48,12 @@ class RealtimeConnection(WSListener):
         self.pending_bytes = 0                 # audio appended since the last commit or clear
         self.session_id = ""
         self.model = ""
-        self._send_limit = streams.config.send_buffer_limit
         self._failing: R.RealtimeError | None = None
 
     # ---------------------------------------------------------------- picows callbacks
 
     def on_ws_connected(self, transport) -> None:
-        self.transport = transport
-        sock = transport.underlying_transport.get_extra_info("socket")
-        if sock is not None and self.streams.config.socket_send_buffer:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.streams.config.socket_send_buffer)
-        self.streams.connected(self)
+        super().on_ws_connected(transport)
         self.session_id = f"sess_{id(self):x}"
         self.items = R.Items(self.session_id[5:])
         query = parse_qs(self.query)
@@ -84,7 +70,7 @@ class RealtimeConnection(WSListener):
                 self.model = R.pipeline_for(self.config, self.query_model, self.streams.plans,
                                             self.streams.default_pipeline)
                 self.streams.admissible(self.model)    # full or draining: say so before any audio
-            self._send(R.session_event("created", self.config, self.session_id, self.model or "auto"))
+            self.send_text(R.session_event("created", self.config, self.session_id, self.model or "auto"))
         except R.RealtimeError as exc:
             self._fail(exc)
         except P.ProtocolError as exc:
@@ -102,33 +88,17 @@ class RealtimeConnection(WSListener):
                 raise R.RealtimeError(R.E_BAD_EVENT, "binary frames are not part of this protocol: send audio as "
                                       "base64 in input_audio_buffer.append (or use the native /v1/stream)")
             elif frame.msg_type == WSMsgType.CLOSE:
-                self.done = True
-                if self.session is not None:
-                    self.session.release()
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
+                self.client_closed(transport, frame)
         except R.RealtimeError as exc:
             if exc.fatal:
                 self._fail(exc)
             else:
-                self._send(R.error_event(exc))
+                self.send_text(R.error_event(exc))
         except P.ProtocolError as exc:
             self.fail(exc.code, exc.message, exc.retry_after_s)
         except Exception:  # a bug must cost one stream, never the gateway
             log.exception("realtime stream %s failed", self.session_id)
             self.fail(P.E_INTERNAL, "the gateway failed on this stream; it was closed, other streams are unaffected")
-
-    def on_ws_disconnected(self, transport) -> None:
-        self.done = True
-        if self.session is not None and not self.session.closed:
-            self.session.release()
-        self.streams.disconnected(self)
-
-    def pause_writing(self) -> None:
-        self.paused_since = time.monotonic()
-
-    def resume_writing(self) -> None:
-        self.paused_since = None
 
     # ---------------------------------------------------------------- client events
 
@@ -147,14 +117,14 @@ class RealtimeConnection(WSListener):
             if self.session is None:
                 self.model = self._pipeline(cmd.event_id)
                 self.streams.admissible(self.model)
-            self._send(R.session_event("updated", self.config, self.session_id, self.config.model or self.model))
+            self.send_text(R.session_event("updated", self.config, self.session_id, self.config.model or self.model))
         elif isinstance(cmd, R.Commit):
             if self.session is None or self.pending_bytes == 0:
                 raise R.RealtimeError(R.E_COMMIT_EMPTY, "the input audio buffer is empty: nothing to commit",
                                       event_id=cmd.event_id, fatal=False)
             self._flush_decoder()
             self.pending_bytes = 0
-            self.session.commit(on_done=lambda cut: None if cut else self._send(R.error_event(R.RealtimeError(
+            self.session.commit(on_done=lambda cut: None if cut else self.send_text(R.error_event(R.RealtimeError(
                 R.E_COMMIT_EMPTY, "the audio since the last turn held no speech: nothing to commit",
                 event_id=cmd.event_id, fatal=False))))
         elif isinstance(cmd, R.Clear):
@@ -165,7 +135,7 @@ class RealtimeConnection(WSListener):
                     del self.item_of[u]          # its turn is gone: no item for it
                     self.sent_text.pop(u, None)
             self.pending_bytes = 0
-            self._send(R.cleared())
+            self.send_text(R.cleared())
 
     def _pipeline(self, event_id: str | None) -> str:
         try:
@@ -220,7 +190,7 @@ class RealtimeConnection(WSListener):
             delta = R.delta(self.sent_text.get(u, ""), d["text"])
             if delta:
                 self.sent_text[u] = d["text"]
-                self._send(R.transcription_delta(item, delta))
+                self.send_text(R.transcription_delta(item, delta))
         elif kind == "final":
             u = d["utterance"]
             item = self._item(u)
@@ -228,21 +198,22 @@ class RealtimeConnection(WSListener):
             sent = self.sent_text.pop(u, "")
             rest = R.delta(sent, d["text"])
             if rest:
-                self._send(R.transcription_delta(item, rest))
-            self._send(R.transcription_completed(item, d["text"], d["end_s"] - d["start_s"]))
+                self.send_text(R.transcription_delta(item, rest))
+            self.send_text(R.transcription_completed(item, d["text"], d["end_s"] - d["start_s"]))
             self.item_of.pop(u, None)
+            self.committed_items.discard(u)
         elif kind == "error":
             for item in self.item_of.values():     # turns that will not be transcribed now
-                self._send(R.transcription_failed(item, d["code"], d["message"]))
+                self.send_text(R.transcription_failed(item, d["code"], d["message"]))
             self.item_of.clear()
             err, self._failing = self._failing, None
-            self._send(R.error_event(err or R.RealtimeError(d["code"], d["message"], retry_after_s=d.get("retry_after_s"),
+            self.send_text(R.error_event(err or R.RealtimeError(d["code"], d["message"], retry_after_s=d.get("retry_after_s"),
                                                            kind="server_error")))
         elif kind == "closed":
             code = END_CODES.get(d.get("reason"))
             if code is not None:
                 reason = d["reason"]
-                self._send(R.error_event(R.RealtimeError(
+                self.send_text(R.error_event(R.RealtimeError(
                     code, f"the session ended: {reason.replace('_', ' ')}; its audio was transcribed"
                     + ("; reconnect and another replica takes the stream" if reason == "drain" else ""),
                     retry_after_s=RETRY_AFTER.get(reason), kind="server_error")))
@@ -251,22 +222,22 @@ class RealtimeConnection(WSListener):
     def _vad(self, d: dict) -> None:
         if d["event"] == "speech_start":
             if self.config.turn_detection is not None:
-                self._send(R.speech_started(self._item(d["utterance"]), int(d["start_s"] * 1000)))
+                self.send_text(R.speech_started(self._item(d["utterance"]), int(d["start_s"] * 1000)))
         elif d["event"] == "speech_end":
             u = d["utterance"]
             item = self._item(u)
             if self.config.turn_detection is not None:
-                self._send(R.speech_stopped(item, int(d["end_s"] * 1000)))
+                self.send_text(R.speech_stopped(item, int(d["end_s"] * 1000)))
             self._commit_item(u)
             if d.get("discarded"):      # too short to be speech: the turn is empty
-                self._send(R.transcription_completed(item, "", d["end_s"] - d["start_s"]))
+                self.send_text(R.transcription_completed(item, "", d["end_s"] - d["start_s"]))
                 self.item_of.pop(u, None)
+                self.committed_items.discard(u)
 
     def _item(self, utterance: int) -> str:
         item = self.item_of.get(utterance)
         if item is None:
-            self.items.current = None
-            item = self.item_of[utterance] = self.items.open()
+            item = self.item_of[utterance] = self.items.new()
         return item
 
     def _commit_item(self, utterance: int) -> None:
@@ -274,19 +245,7 @@ class RealtimeConnection(WSListener):
             return
         self.committed_items.add(utterance)
         item = self._item(utterance)
-        self._send(R.committed(item, self.items.previous))
-        self.items.previous = item
-
-    def pause_input(self) -> None:
-        self.transport.underlying_transport.pause_reading()
-
-    def resume_input(self) -> None:
-        self.transport.underlying_transport.resume_reading()
-
-    def close(self, error: bool) -> None:
-        self.done = True
-        self.transport.send_close(WSCloseCode.POLICY_VIOLATION if error else WSCloseCode.OK)
-        self.transport.disconnect()
+        self.send_text(R.committed(item, self.items.commit(item)))
 
     # ---------------------------------------------------------------- ending
 
@@ -302,16 +261,14 @@ class RealtimeConnection(WSListener):
             self._failing = err          # the session's error event goes out with this one's details
             self.session.fail(err.code, err.message, retry_after_s=err.retry_after_s)
             return
-        self._send(R.error_event(err))
+        self.send_text(R.error_event(err))
         self.streams.refused(self.model or None, err.code)
         self.close(True)
 
     def sweep(self, now: float) -> None:
-        if self.done:
+        if self.done or self.cut_off_if_not_reading(now):
             return
-        if self.paused_since is not None and now - self.paused_since > self.streams.config.slow_client_timeout_s:
-            self._cut_off()
-        elif self.session is None and now - self.connected_at > self._idle_limit():
+        if self.session is None and now - self.connected_at > self._idle_limit():
             self.fail("idle_timeout", f"no audio within {self._idle_limit():g}s of connecting")
 
     def _idle_limit(self) -> float:
@@ -320,20 +277,3 @@ class RealtimeConnection(WSListener):
         if self.model in self.streams.plans:
             return self.streams.plans[self.model].spec.streams.idle_timeout
         return self.streams.config.start_timeout_s
-
-    def _cut_off(self) -> None:
-        log.warning("realtime stream %s: client is not reading its events; closing it", self.session_id)
-        self.done = True
-        if self.session is not None:
-            self.session.cut_off(P.E_SLOW_CONSUMER)
-        else:
-            self.streams.refused(None, P.E_SLOW_CONSUMER)
-        self.transport.disconnect(graceful=False)
-
-    def _send(self, data: bytes) -> None:
-        t = self.transport
-        if self.done or t is None or t.is_disconnected:
-            return
-        t.send(WSMsgType.TEXT, data)
-        if t.underlying_transport.get_write_buffer_size() > self._send_limit:
-            self._cut_off()
