@@ -211,6 +211,7 @@ def kmock(args: argparse.Namespace) -> None:
 
 def real_server(counts: list[int], timeout: float) -> None:
     """The same operator on kube-apiserver + controller manager, as the chart's ServiceAccount."""
+    import datetime as dt
     from collections import Counter
 
     from tests.envtest import ControlPlane, assets_dir, now
@@ -260,8 +261,15 @@ def real_server(counts: list[int], timeout: float) -> None:
                       f"RSS {proc.memory_info().rss / 2**20:.1f} MiB")
                 print(f"  operator API writes: {len(writes) / n:.2f} per pipeline ({refused} refused): "
                       + ", ".join(f"{verb} {res} {c / n:.2f}" for (verb, res), c in sorted(by.items())))
-            # A restart over everything converged: what it writes.
-            time.sleep(20)     # one scaler tick past the last create
+                for e in [e for e in writes if e.code >= 400][:5]:
+                    print(f"  refused: {e.verb} {e.resource} {e.namespace}/{e.name} -> {e.code}")
+            # A restart over everything converged: what it writes. Converged = no write for
+            # 20 s (pods keep appearing for a while, and their readiness is news).
+            settle = time.monotonic()
+            while time.monotonic() - settle < 600 and cp.audit_events(
+                    since=now() - dt.timedelta(seconds=20), user=OPERATOR_USER, settle=0):
+                time.sleep(2)
+            print(f"quiet (no operator write for 20 s) {time.monotonic() - settle:.0f} s after the last check")
             op.stop()
             since = now()
             op.start()
