@@ -133,13 +133,15 @@ class TickResult:
                                   "placeholders": d.reserve,
                                   "activeStreams": None if self.live_streams is None else round(self.live_streams)}
         a = self.availability
+        # Rounded to what a person reads: the headroom narrows a little every tick while the
+        # budget is safe, and a status write per pipeline per tick adds up on the API server.
         if a:
             status["availability"] = {
                 "objective": round(100 * a["objective"], 4),
                 **({} if a["achieved"] is None else {"achieved": round(100 * a["achieved"], 3)}),
                 **({} if a["remaining"] is None else {"budgetRemaining": round(100 * a["remaining"], 1)}),
-                **({} if a["burn_1h"] is None else {"burnRate1h": round(a["burn_1h"], 2)}),
-                "headroomSigmas": round(a["sigmas"], 2)}
+                **({} if a["burn_1h"] is None else {"burnRate1h": round(a["burn_1h"], 1)}),
+                "headroomSigmas": round(a["sigmas"], 1)}
         if self.measured_capacity is not None:
             status["measuredStreamsPerReplica"] = self.measured_capacity
         if d.forecast is not None:
