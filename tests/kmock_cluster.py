@@ -24,6 +24,7 @@ import requests
 
 from speechops_contract import api
 from speechops.kube import KINDS
+from tests import envtest
 from tests.crd_schema import apply_defaults, prune, root_schema, validate
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -165,14 +166,8 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    """envtest's poll, at KMock's pace (it answers in milliseconds)."""
+    return envtest.wait_for(predicate, timeout=timeout, what=what, every=0.05)
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:

@@ -57,6 +57,20 @@ def test_up_reports_every_spec_problem_with_its_field(tmp_path):
 
 
 @pytest.mark.triton
+
+def ready(up: subprocess.Popen, pattern: str, lines: list[str], timeout: float = 120) -> str | None:
+    """Reads `speechops up`'s output into `lines` until a line matches `pattern`; its
+    first group, or None when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        assert line, "speechops up exited:\n" + "".join(lines)
+        lines.append(line)
+        if m := re.search(pattern, line):
+            return m.group(1)
+    return None
+
+
 def test_up_serves_a_pipeline_until_sigterm_and_stream_prints_its_results(tmp_path):
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text("apiVersion: speechops.dev/v1alpha1\nkind: SpeechPipeline\nmetadata: {name: levels}\n"
@@ -66,14 +80,7 @@ def test_up_serves_a_pipeline_until_sigterm_and_stream_prints_its_results(tmp_pa
                            "--admin-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     lines: list[str] = []
     try:
-        deadline = time.monotonic() + 120
-        url = None
-        while url is None and time.monotonic() < deadline:
-            line = up.stdout.readline()
-            assert line, "speechops up exited:\n" + "".join(lines)
-            lines.append(line)
-            if m := re.search(r"gateway ready: (ws://\S+)", line):
-                url = m.group(1)
+        url = ready(up, r"gateway ready: (ws://\S+)", lines)
         assert any("triton ready" in line for line in lines), lines   # start-up progress is shown
         result = speechops("stream", str(SAMPLE_WAV), "--url", url, "--fast")
         assert result.returncode == 0, result.stderr
@@ -113,14 +120,7 @@ def test_up_with_api_keys_and_tls_and_stream_over_both_protocols(tmp_path):
                            "--tls-key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     lines: list[str] = []
     try:
-        port = None
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = up.stdout.readline()
-            assert line, "speechops up exited:\n" + "".join(lines)
-            lines.append(line)
-            if m := re.search(r"gateway ready: wss://[\d.]+:(\d+)/v1/stream", line):
-                port = m.group(1)
+        port = ready(up, r"gateway ready: wss://[\d.]+:(\d+)/v1/stream", lines)
         assert port and "1 API keys" in "".join(lines)
         assert "sk-local-1" not in "".join(lines)
         reference = Path(SAMPLE_TEXT).read_text()
