@@ -151,3 +151,16 @@ def test_a_restart_holds_the_tiers_band_until_the_forecaster_has_a_day_again():
     assert set(before) == {(2.0, False)}
     assert cold.headroom.budget.totals(2 * DAY)[1] > 0 and cold.headroom.acted.totals(2 * DAY) == (0.0, 0.0)
     assert cold.sigmas[-1][2]                        # a day on, it learns
+
+
+def test_a_tick_without_a_forecast_holds_the_width_the_budget_set():
+    # Prometheus down: no forecaster reaches the tick, and the band keeps what it learned.
+    c = HeadroomController(0.999, 2.0)
+    for i in range(240):
+        c.record(15.0 * i, 100.0, 0.0)
+        c.update(15.0 * (i + 1), judged=True)
+    learned = c.sigmas
+    assert learned < 2.0
+    policy = Policy(PolicyConfig(streams_per_replica=4))
+    decide(policy, LiveSignals(now=3700.0, replicas=30, active_streams=100.0), None, 180.0, c)
+    assert c.sigmas == learned and not c.learning

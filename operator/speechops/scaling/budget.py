@@ -129,8 +129,7 @@ class HeadroomController:
         self.budget = ErrorBudget(objective, window)   # every miss: what is reported
         self.acted = ErrorBudget(objective, window)    # the misses of a judged forecaster: what moves the band
         self.settings = settings
-        self.default = min(max(start_sigmas, settings.least), settings.most)
-        self.sigmas = self.default
+        self.sigmas = min(max(start_sigmas, settings.least), settings.most)
         self.learning = False
         self._t: float | None = None
         self._widened: float | None = None
@@ -150,14 +149,14 @@ class HeadroomController:
 
     def update(self, now: float, judged: bool) -> float:
         """The band's width for the tick at `now`, from what was recorded before it.
-        `judged`: the forecaster has history enough to be judged by its misses; until it
-        has, the band holds the tier's width."""
+        `judged`: the forecaster has history enough to be judged by its misses. While it
+        is not (or there is no forecast: Prometheus down), the band holds its width: the
+        tier's until the forecaster is first judged."""
         s, b = self.settings, self.acted
         hours = 0.0 if self._t is None else max(now - self._t, 0.0) / 3600.0
         self._t = now
         self.learning = judged
         if not judged:
-            self.sigmas = self.default
             return self.sigmas
         hour, five = b.burn_rate(BURN_WINDOWS["1h"]), b.burn_rate(BURN_WINDOWS["5m"])
         window = b.burn_rate(b.window)
