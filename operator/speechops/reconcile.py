@@ -238,8 +238,9 @@ def _owned_by(live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
 
 
 async def reconcile(kube: KubeClient, body: Mapping[str, Any],
-                    known_classes: Collection[str] | None = None) -> Outcome:
-    """Bring one pipeline's children to its spec and compute its status patch."""
+                    known_classes: Collection[str] | None = None, admin_key: str | None = None) -> Outcome:
+    """Bring one pipeline's children to its spec and compute its status patch. `admin_key`:
+    the operator's public key (PEM), published to the gateways in the pipeline's ConfigMap."""
     out = Outcome()
     meta = body["metadata"]
     generation = meta.get("generation")
@@ -259,7 +260,7 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
                                           numbers={"problems": len(err.problems)}))
         return out
 
-    state = desired_state(meta["name"], meta["namespace"], spec)
+    state = desired_state(meta["name"], meta["namespace"], spec, admin_key)
     for pc in state.priority_classes:
         await ensure_priority_class(kube, pc, out, known_classes)
     # A child missing although this spec was already reconciled was deleted by someone;
