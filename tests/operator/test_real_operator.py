@@ -118,6 +118,54 @@ def test_workers_get_the_operators_public_key_and_keyless_streams_are_flagged(cp
     assert not [e for e in kube.events(NS, "keyed") if e["reason"] == "NoApiKeys"]
 
 
+def test_an_operator_with_a_new_key_republishes_it_at_start_and_the_workers_accept_it(cp, kube, operator, tmp_path):
+    """The rotation (a replaced Secret, or an operator without a key file restarting): the
+    new public key is in every pipeline's ConfigMap once the operator has resumed, and a
+    gateway reading that ConfigMap accepts the new key's drains and refuses the old's."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from speechops.admin_signing import load
+    from speechops_worker.gateway.admin_auth import AdminAuth
+
+    kube.create(pipeline("rotated", NS, CPU_PIPELINE))
+    wait_for(lambda: settled(kube, "rotated"), timeout=60, what="rotated reconciled")
+    old = load(str(operator.kubeconfig.with_name(ADMIN_KEY_FILE)))
+    new_file = tmp_path / "new-admin-key.pem"
+    new_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    new = load(str(new_file))
+
+    def published() -> str:
+        return kube.core.read_namespaced_config_map(names.model_configmap("rotated"), NS).data[
+            names.ADMIN_PUBLIC_KEY_ITEM]
+
+    assert published() == old.public_pem
+    operator.stop()
+    rotated = OperatorProcess(operator.kubeconfig, operator.log, {names.ENV_ADMIN_KEY_FILE: str(new_file)})
+    started = time.monotonic()
+    rotated.start()
+    try:
+        wait_for(lambda: published() == new.public_pem, timeout=60, what="the new key published")
+        print(f"new admin key in the ConfigMap {time.monotonic() - started:.1f}s after the operator started")
+        # What the kubelet then writes into the workers' mount.
+        keys = tmp_path / names.ADMIN_PUBLIC_KEY_ITEM
+        keys.write_text(published())
+    finally:
+        rotated.stop()
+        operator.start()      # the module's operator, with the chart's key, for the tests after
+    pod = "rotated-worker-abc-12345"
+    auth = AdminAuth(keys, NS, pod)
+
+    def verdict(signer):
+        return auth.check("POST", "/drain", signer.authorization("POST", "/drain", NS, pod), unix_socket=False,
+                          peer="10.244.0.9")
+
+    assert verdict(new).allowed and verdict(old).reason == "unknown_key"
+    # The module's operator republishes the chart's key as it resumes.
+    wait_for(lambda: published() == old.public_pem, timeout=60, what="the chart's key back")
+
+
 def test_the_charts_priority_classes_are_never_posted(cp, kube, operator):
     # The chart made speechops-interactive (labelled by Helm); pipelines use it.
     posts = [e for e in cp.audit_events(user=OPERATOR_USER) if e.resource == "priorityclasses"]
