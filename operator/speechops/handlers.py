@@ -24,7 +24,7 @@ import kopf
 
 from speechops_contract import api, logs, names
 from speechops import operator_metrics as metrics
-from speechops import kube
+from speechops import admin_signing, kube
 from speechops.kube import ApiError, KubeClient
 from speechops.reconcile import (Decision, classes_used_by, delete_children, failed_status, failure_message,
                                  pipeline_key, reconcile, write_status)
@@ -175,7 +175,8 @@ async def run_reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str,
         body = memo.pending.pop(key)
         started = time.perf_counter()
         try:
-            outcome = await reconcile(memo.kube, body, known_classes)
+            outcome = await reconcile(memo.kube, body, known_classes,
+                                      admin_key=admin_signing.process_signer().public_pem)
             await write_status(memo.kube, body, outcome.status_patch)
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             metrics.ERRORS.labels(trigger).inc()
