@@ -20,7 +20,6 @@ import yaml
 from chartkit import CHART, REPO, VALUE_SETS, by_kind, manifests
 from speechops_contract import api, names
 from speechops.resources.worker import worker_deployment
-from speechops.scaling.budget import FAST_BURN, SLOW_BURN
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian prometheus) not installed")
@@ -53,16 +52,6 @@ def test_rule_covers_every_slo():
 def test_promtool_accepts_the_rules(tmp_path):
     result = _promtool("check", "rules", str(_rule_groups(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_burn_rate_alerts_are_the_conditions_the_scaler_widens_on():
-    # The headroom controller widens its band at once only while one of these alerts'
-    # conditions holds (speechops.scaling.budget.BURN_ALERTS): the chart's defaults are those.
-    (rule,) = by_kind(manifests(VALUE_SETS["everything-on"]), "PrometheusRule")   # rates left at their defaults
-    exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    for name, alert in (("SpeechopsErrorBudgetFastBurn", FAST_BURN), ("SpeechopsErrorBudgetSlowBurn", SLOW_BURN)):
-        found = sorted((w, float(rate)) for w, rate in re.findall(r'window="(\w+)"\}\) > ([\d.]+)', exprs[name]))
-        assert found == sorted([(alert.long, alert.rate), (alert.short, alert.rate)]), name
 
 
 def _series(metric: str, labels: dict[str, str], values: str) -> dict:

@@ -8,18 +8,13 @@ The burn rate over a window is the share unserved there divided by that budget s
 1 the budget lasts exactly the 30 days, at 14.4 an hour spends 2% of it (the SRE
 workbook's fast-burn page).
 
-`HeadroomController` spends the budget as an SRE error-budget policy does, on the band's
-width (in sigmas of the forecaster's own errors):
-- it widens at once (a step, then a pod start's wait to see it act) only while the budget
-  is threatened: while a burn-rate alert's condition holds (`BURN_ALERTS`, the page and
-  the ticket of the chart's PrometheusRule), not on any minute that burned above 1;
-- otherwise it aims the window's spend at `aim` of the budget: it narrows while both the
-  window so far and the last hour spend under the aim, widens slowly while both spend
-  over it, and holds while they disagree (a window overspent by misses that have stopped
-  needs no wider band; one miss in an underspent window does not call for a narrower one).
-So a pipeline spends about its budget and holds only as much headroom as its traffic has
-shown it needs. The live scaler and the backtest run the same controller, fed once a tick
-with the demand and what of it went unserved.
+`HeadroomController` spends the budget: the forecast band's width (in sigmas of the
+forecaster's own errors) widens at once while the budget burns fast (both the hour and
+the last five minutes above 1), widens slowly while the window is overspent, and narrows
+while less than half of what the window allows so far is spent and the last hour was
+clean, so a pipeline holds only as much headroom as its traffic has shown it needs. The
+live scaler and the backtest run the same controller, fed once a tick with the demand and
+what of it went unserved.
 
 It learns only from a forecaster that can be judged (`SeasonalForecaster.judged`: a day
 of history). Before that, a new pipeline's forecaster (or a restarted operator's, where
@@ -42,23 +37,6 @@ SLO_WINDOW = 30 * DAY
 BUCKET = 60.0
 # Windows of the multi-window burn-rate alerts (fast: 1h and 5m; slow: 6h and 30m).
 BURN_WINDOWS = {"5m": 300.0, "30m": 1800.0, "1h": 3600.0, "6h": 6 * 3600.0}
-
-
-@dataclass(frozen=True)
-class BurnAlert:
-    """A multi-window burn-rate alert: both windows burn above `rate`."""
-    name: str
-    rate: float
-    long: str
-    short: str
-
-
-# The SRE workbook's alerts on a 30-day budget, and the chart's defaults
-# (monitoring.prometheusRule.fastBurnRate / slowBurnRate; tests/chart checks they agree):
-# a page at 2% of the budget in an hour, a ticket at 5% in six hours.
-FAST_BURN = BurnAlert("fast", 14.4, "1h", "5m")
-SLOW_BURN = BurnAlert("slow", 6.0, "6h", "30m")
-BURN_ALERTS = (FAST_BURN, SLOW_BURN)
 
 
 class ErrorBudget:
@@ -130,16 +108,16 @@ class ErrorBudget:
 
 @dataclass(frozen=True)
 class HeadroomSettings:
-    # Threatened (a burn-rate alert's condition holds): widen by this much, then let it
-    # take effect (a lead time and a pod start) before widening again.
+    # Fast burn (the hour and the last five minutes both above 1): widen by this much, then
+    # let it take effect (a lead time and a pod start) before widening again.
     widen_step: float = 0.5
     widen_cooldown: float = 300.0
-    # Otherwise the spend is aimed at `aim` of the budget (the rest is the margin for a
-    # window that rolls): narrow at `narrow_per_hour` sigmas an hour while the window and
-    # the last hour both spend under it, widen at `widen_per_hour` while both spend over it.
-    aim: float = 0.9
+    # Spent under `spend` of what the window allows so far, and nothing unserved for an
+    # hour: narrow at this many sigmas an hour. Overspent (the window's burn above 1):
+    # widen at `recover_per_hour`.
+    spend: float = 0.5
     narrow_per_hour: float = 1.0
-    widen_per_hour: float = 0.25
+    recover_per_hour: float = 0.25
     least: float = 0.0
     most: float = 4.0
 
@@ -181,25 +159,17 @@ class HeadroomController:
         self.learning = judged
         if not judged:
             return self.sigmas
-        if self.threatened():
+        hour, five = b.burn_rate(BURN_WINDOWS["1h"]), b.burn_rate(BURN_WINDOWS["5m"])
+        window = b.burn_rate(b.window)
+        if hour is not None and five is not None and hour > 1.0 and five > 1.0:
             if self._widened is None or now - self._widened >= s.widen_cooldown:
                 self.sigmas = min(self.sigmas + s.widen_step, s.most)
                 self._widened = now
-            return self.sigmas
-        # No demand in a window spends nothing: under any aim.
-        window, hour = b.burn_rate(b.window) or 0.0, b.burn_rate(BURN_WINDOWS["1h"]) or 0.0
-        if window > s.aim and hour > s.aim:
-            self.sigmas = min(self.sigmas + s.widen_per_hour * hours, s.most)
-        elif window < s.aim and hour < s.aim:
-            # The closer the spend to the aim, the slower: the band settles where it
-            # spends the budget instead of overshooting into misses it takes days to see.
-            self.sigmas = max(self.sigmas - s.narrow_per_hour * (1.0 - window / s.aim) * hours, s.least)
+        elif window is not None and window > 1.0:
+            self.sigmas = min(self.sigmas + s.recover_per_hour * hours, s.most)
+        elif (window is None or window < s.spend) and not (hour or 0.0) > 0.0:
+            self.sigmas = max(self.sigmas - s.narrow_per_hour * hours, s.least)
         return self.sigmas
-
-    def threatened(self) -> bool:
-        """A burn-rate alert's condition holds on the misses the band acts on."""
-        return any(all((self.acted.burn_rate(BURN_WINDOWS[w]) or 0.0) > alert.rate for w in (alert.long, alert.short))
-                   for alert in BURN_ALERTS)
 
     def burn_rates(self) -> dict[str, float | None]:
         """The reported burn rates (every miss), per alert window."""
