@@ -281,8 +281,9 @@ class WhisperAsr:
         return min(max(window, with_tail), MAX_SAMPLES)
 
     def transcribe(self, audio: np.ndarray, lengths: np.ndarray, prompts: list[str]) -> list[Transcript]:
-        """Text per row, each exactly as the row would get alone (no row's result depends
-        on the rows it was packed with)."""
+        """Text per row, each exactly as the row would get alone: no row's result depends
+        on the rows packed with it (on GPU, as far as its libraries repeat a call bitwise;
+        docs/models.md)."""
         audio = np.asarray(audio, dtype=np.float32)
         lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
         validate(audio, lengths, prompts)
