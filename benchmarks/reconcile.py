@@ -56,8 +56,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def admin_key_file(directory: Path) -> Path:
+    """An admin key for the run, as the chart's Secret gives one: every restart of the
+    operator signs with it (a key per process would rewrite every ConfigMap on a restart)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    path = directory / "admin-key.pem"
+    if not path.exists():
+        path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
 def start_operator(kubeconfig: Path, metrics_port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+           names.ENV_ADMIN_KEY_FILE: str(admin_key_file(kubeconfig.parent)),
            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "worker")])}
     return subprocess.Popen([sys.executable, "-m", "speechops.cli", "run", "-A", "--log-format", "json",
                              "--metrics-port", str(metrics_port)],
@@ -173,7 +186,7 @@ def kmock(args: argparse.Namespace) -> None:
         # single-threaded emulator too long), then a fresh operator resumes them all:
         # count its writes (a no-op resync) and measure its RSS.
         stop(operator)
-        preload(cluster, args.scale)
+        preload(cluster, args.scale, admin_key_file(tmp))
         writes_before = len(cluster.writes())
         seen = len(cluster.requests())
         operator = start_operator(kubeconfig, metrics_port, log)
@@ -295,15 +308,18 @@ def scale_names(count: int) -> list[str]:
     return [f"s{i:04d}" for i in range(count)]
 
 
-def preload(cluster: Cluster, count: int) -> None:
+def preload(cluster: Cluster, count: int, admin_key: Path) -> None:
     """Converged pipelines, written into the emulator's memory: each pipeline with its
-    children as the operator builds them and a Ready status."""
+    children as the operator builds them (with the public half of `admin_key`) and a
+    Ready status."""
     import uuid
 
     from speechops_contract.api import API_VERSION, GROUP, KIND, PLURAL, parse_spec
-    from speechops.reconcile import adopt, worker_status
+    from speechops.admin_signing import load
+    from speechops.reconcile import adopt, auth_condition, worker_status
     from speechops.resources.desired import desired_state
 
+    public_pem = load(str(admin_key)).public_pem
     plural = {"ConfigMap": "v1/configmaps", "Service": "v1/services", "Deployment": "apps/v1/deployments",
               "PodDisruptionBudget": "policy/v1/poddisruptionbudgets"}
     objects = cluster.emulator.objects
@@ -316,7 +332,7 @@ def preload(cluster: Cluster, count: int) -> None:
                              "annotations": {f"{GROUP}/last-handled-configuration":
                                              json.dumps({"spec": raw_spec}, separators=(",", ":"))}}}
         worker = None
-        for child in desired_state(name, NS, parse_spec(raw_spec)).children:
+        for child in desired_state(name, NS, parse_spec(raw_spec), public_pem).children:
             child = adopt(child, body)
             if child["kind"] == "Deployment" and child["metadata"]["name"] == names.worker_deployment(name):
                 want = child["spec"]["replicas"]
@@ -324,6 +340,7 @@ def preload(cluster: Cluster, count: int) -> None:
                 worker = child
             objects[plural[child["kind"]], NS, child["metadata"]["name"]] = child
         body["status"] = worker_status(body, worker)
+        body["status"]["conditions"] = auth_condition(body["status"]["conditions"], parse_spec(raw_spec), 1)
         objects[f"{API_VERSION}/{PLURAL}", NS, name] = body
 
 

@@ -86,9 +86,11 @@ def build() -> dict:
                       "{{pipeline}} {{reason}}", "A")],
               "short", 0, 24),
         panel(8, "Rejected streams and backlog",
-              "Streams turned away per second (unserved callers), and frames queued in gateways.",
-              [target(f"sum by ({BY}, reason) (rate({n.M_REJECTED_STREAMS}{{{SEL}}}[$__rate_interval]))",
-                      "rejected {{pipeline}} {{reason}}", "A"),
+              "Streams turned away per second, by kind: capacity (callers the fleet could not serve, what the "
+              "unserved alert and the error budget count), drain, client (the caller's mistake) and server; "
+              "and frames queued in gateways.",
+              [target(f"sum by ({BY}, kind, reason) (rate({n.M_REJECTED_STREAMS}{{{SEL}}}[$__rate_interval]))",
+                      "rejected {{pipeline}} {{kind}} {{reason}}", "A"),
                target(f"sum by ({BY}) ({n.M_BACKLOG}{{{SEL}}})", "backlog {{pipeline}}", "B")],
               "short", 12, 24),
         panel(9, "Replicas and placeholders",
@@ -119,6 +121,26 @@ def build() -> dict:
               [target(f"max by ({BY}, window) ({n.M_OP_BURN_RATE}{{{SEL}}})", "{{pipeline}} {{window}}", "A"),
                target(f"max by ({BY}) ({n.M_OP_HEADROOM_SIGMAS}{{{SEL}}})", "band sigmas {{pipeline}}", "B")],
               "short", 12, 40),
+        panel(13, "Stream capacity: measured vs open",
+              "Streams the ready replicas measured they can hold within their tier's latency target (admission "
+              "refuses past it), against the streams open. Open streams at the measured capacity mean refusals; "
+              "a measured capacity far under streamsPerReplica x replicas means the hard cap is set too high.",
+              [target(f"sum by ({BY}) ({n.M_STREAM_CAPACITY}{{{SEL}}})", "measured capacity {{pipeline}}", "A"),
+               target(f"sum by ({BY}) ({n.M_ACTIVE_STREAMS}{{{SEL}}})", "open {{pipeline}}", "B")],
+              "short", 0, 48),
+        panel(14, "Availability against its objective",
+              "Share of stream requests admitted over 30 days, against the pipeline's availability objective, "
+              "and the share of the 30-day error budget left.",
+              [target(f"max by ({BY}) ({n.M_OP_AVAILABILITY}{{{SEL}}})", "availability {{pipeline}}", "A"),
+               target(f"max by ({BY}) ({n.M_OP_AVAILABILITY_OBJECTIVE}{{{SEL}}})", "objective {{pipeline}}", "B"),
+               target(f"max by ({BY}) ({n.M_OP_BUDGET_REMAINING}{{{SEL}}})", "budget left {{pipeline}}", "C")],
+              "percentunit", 12, 48),
+        panel(15, "Connections refused for their API key",
+              "Connections refused before any audio for a missing or wrong key, by namespace and reason. A "
+              "rise after a key rotation means clients still hold the old key.",
+              [target(f'sum by (namespace, reason) (rate({n.M_AUTH_REFUSED}{{namespace=~"$namespace"}}'
+                      f'[$__rate_interval]))', "{{namespace}} {{reason}}", "A")],
+              "short", 0, 56, w=24),
     ]
     return {
         "uid": "speechops-pipelines",

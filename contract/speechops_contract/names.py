@@ -78,6 +78,16 @@ ENV_TLS_DIR = "SPEECHOPS_TLS_DIR"    # directory holding tls.crt and tls.key (sp
 API_KEYS_MOUNT = "/etc/speechops/api-keys"
 TLS_MOUNT = "/etc/speechops/tls"
 M_AUTH_REFUSED = "speechops_auth_refused_total"             # counter{reason}: streams refused for their key
+# The operator's admin requests (POST /drain, /undrain; admin_auth.py): the worker reads the
+# operator's public key from the pipeline's ConfigMap, mounted; the preStop hook drains
+# through a Unix socket only the gateway container can reach.
+ENV_ADMIN_PUBLIC_KEYS = "SPEECHOPS_ADMIN_PUBLIC_KEYS"    # file of PEM public keys the gateway trusts
+ADMIN_PUBLIC_KEY_ITEM = "operator-admin-key.pub"         # the ConfigMap's data key
+ADMIN_PUBLIC_KEY_MOUNT = "/etc/speechops/admin"
+ENV_ADMIN_SOCKET = "SPEECHOPS_ADMIN_SOCKET"              # the gateway's Unix socket for in-pod admin
+ADMIN_SOCKET = "/tmp/speechops-admin.sock"
+M_ADMIN_REFUSED = "speechops_admin_refused_total"       # counter{reason}: POST /drain or /undrain refused (no, a stale or a wrong operator signature)
+ENV_ADMIN_KEY_FILE = "SPEECHOPS_ADMIN_KEY_FILE"          # the operator's PEM Ed25519 private key
 # Where the worker image keeps the models it ships (used when the spec names no repository).
 WORKER_IMAGE_MODELS_PATH = "/opt/speechops/models"
 

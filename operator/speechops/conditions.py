@@ -14,7 +14,10 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_ACTIVE = "ScalingActive"
-RECONCILER_TYPES = (READY, PROGRESSING, DEGRADED)
+# False while spec.streams.auth names no Secret of API keys: anyone who reaches the
+# Service may stream. Allowed (the quickstart runs so), but said where users look.
+STREAMS_AUTHENTICATED = "StreamsAuthenticated"
+RECONCILER_TYPES = (READY, PROGRESSING, DEGRADED, STREAMS_AUTHENTICATED)
 # The scaler's too: spec.capacity.streamsPerReplica against what the gateways measured.
 CAPACITY_AS_MEASURED = "CapacityAsMeasured"
 # ScalingActive=False because a HorizontalPodAutoscaler scales the workers: not a fallback.

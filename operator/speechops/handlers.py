@@ -24,7 +24,7 @@ import kopf
 
 from speechops_contract import api, logs, names
 from speechops import operator_metrics as metrics
-from speechops import kube
+from speechops import admin_signing, kube
 from speechops.kube import ApiError, KubeClient
 from speechops.reconcile import (Decision, classes_used_by, delete_children, failed_status, failure_message,
                                  pipeline_key, reconcile, write_status)
@@ -51,14 +51,21 @@ def plain(value: Any) -> Any:
 class RoutineAtDebug(logging.Filter):
     """kopf logs every handler that succeeds ("Handler 'child-deployments' succeeded.",
     "Timer 'scale' succeeded.") at INFO, hundreds of lines an hour beside one decision:
-    those go to DEBUG, so INFO is one line per decision. Failures keep their level."""
+    those go to DEBUG, so INFO is one line per decision. A retry kopf schedules ("failed
+    temporarily") is logged at ERROR on every attempt; it is a WARNING here, because the
+    failure itself is reported once per distinct error (report_failure: condition, Event,
+    log line), and a 409 or an API server restart is routine. Unexpected exceptions and
+    permanent failures keep ERROR."""
 
     ROUTINE = re.compile(r"(?: succeeded\.| is processed: \d+ succeeded; 0 failed\.)$")
+    RETRY = re.compile(r" failed temporarily: ")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO and self.ROUTINE.search(str(record.msg)):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        if record.levelno == logging.ERROR and self.RETRY.search(str(record.msg)):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -168,7 +175,8 @@ async def run_reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str,
         body = memo.pending.pop(key)
         started = time.perf_counter()
         try:
-            outcome = await reconcile(memo.kube, body, known_classes)
+            outcome = await reconcile(memo.kube, body, known_classes,
+                                      admin_key=admin_signing.process_signer().public_pem)
             await write_status(memo.kube, body, outcome.status_patch)
         except (ApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             metrics.ERRORS.labels(trigger).inc()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 
 import kopf
 from prometheus_client import start_http_server
 
 from speechops_contract import logs
+from speechops import admin_signing
 
 # Handler modules kopf loads. The scaler's timer joins here.
 HANDLER_MODULES = ("speechops.handlers", "speechops.scaling.handlers")
@@ -38,6 +40,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logs.configure(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        admin_signing.process_signer()   # a key file that is set but unusable stops the start here
+    except admin_signing.AdminKeyError as exc:
+        print(f"speechops run: {exc}", file=sys.stderr)
+        return 2
     for module in HANDLER_MODULES:
         importlib.import_module(module)
     if args.metrics_port is not None:

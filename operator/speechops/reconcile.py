@@ -125,6 +125,24 @@ def worker_conditions(current: list[dict] | None, worker: Mapping[str, Any] | No
     return conds
 
 
+def auth_condition(current: list[dict] | None, spec: api.PipelineSpec, generation: int | None) -> list[dict]:
+    """StreamsAuthenticated: whether streams need an API key (spec.streams.auth)."""
+    if spec.streams.auth_secret:
+        return conditions.set_condition(current, conditions.STREAMS_AUTHENTICATED, True, "ApiKeys",
+                                        f"streams need a key from Secret {spec.streams.auth_secret}", generation)
+    return conditions.set_condition(
+        current, conditions.STREAMS_AUTHENTICATED, False, "NoApiKeys",
+        "streams need no key: anyone who reaches the Service may stream; name a Secret of API keys in "
+        "spec.streams.auth.secretName (docs/protocols.md)", generation)
+
+
+def newly_unauthenticated(before: list[dict] | None, after: list[dict]) -> bool:
+    """StreamsAuthenticated became False (or was first set False): one Warning, not one per resync."""
+    old = conditions.get_condition(before, conditions.STREAMS_AUTHENTICATED)
+    new = conditions.get_condition(after, conditions.STREAMS_AUTHENTICATED)
+    return new is not None and new["status"] == "False" and (old is None or old.get("status") != "False")
+
+
 def invalid_conditions(current: list[dict] | None, message: str, generation: int | None) -> list[dict]:
     conds = conditions.set_condition(current, conditions.READY, False, "InvalidSpec", message, generation)
     return conditions.set_condition(conds, conditions.PROGRESSING, False, "InvalidSpec",
@@ -238,8 +256,9 @@ def _owned_by(live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
 
 
 async def reconcile(kube: KubeClient, body: Mapping[str, Any],
-                    known_classes: Collection[str] | None = None) -> Outcome:
-    """Bring one pipeline's children to its spec and compute its status patch."""
+                    known_classes: Collection[str] | None = None, admin_key: str | None = None) -> Outcome:
+    """Bring one pipeline's children to its spec and compute its status patch. `admin_key`:
+    the operator's public key (PEM), published to the gateways in the pipeline's ConfigMap."""
     out = Outcome()
     meta = body["metadata"]
     generation = meta.get("generation")
@@ -259,7 +278,7 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
                                           numbers={"problems": len(err.problems)}))
         return out
 
-    state = desired_state(meta["name"], meta["namespace"], spec)
+    state = desired_state(meta["name"], meta["namespace"], spec, admin_key)
     for pc in state.priority_classes:
         await ensure_priority_class(kube, pc, out, known_classes)
     # A child missing although this spec was already reconciled was deleted by someone;
@@ -271,7 +290,17 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any],
         if child["metadata"]["name"] == names.worker_deployment(meta["name"]) and child["kind"] == "Deployment":
             live_worker = live
     await remove_unwanted(kube, body, state, out)
-    out.status_patch = status_patch(current, worker_status(body, live_worker))
+    wanted = worker_status(body, live_worker)
+    wanted["conditions"] = auth_condition(wanted["conditions"], spec, generation)
+    if newly_unauthenticated(current.get("conditions"), wanted["conditions"]):
+        # `body` may predate the last reconcile's status write (a child's event carries the
+        # pipeline as last indexed): ask the API server before warning again.
+        live = await kube.get(api.KIND, meta["namespace"], meta["name"])
+        if live is not None and newly_unauthenticated((live.get("status") or {}).get("conditions"),
+                                                      wanted["conditions"]):
+            out.decisions.append(Decision("NoApiKeys", conditions.get_condition(
+                wanted["conditions"], conditions.STREAMS_AUTHENTICATED)["message"], warning=True))
+    out.status_patch = status_patch(current, wanted)
     return out
 
 

@@ -203,8 +203,15 @@ def test_dashboard_and_alerts_query_only_metrics_the_code_names():
 
 def test_dashboard_shows_every_signal_operators_ask_for():
     titles = " ".join(p["title"].lower() for p in json.loads(DASHBOARD.read_text())["panels"])
-    for signal in ("streams", "forecast", "latency", "jitter", "dropped", "replicas", "placeholders"):
+    for signal in ("streams", "forecast", "latency", "jitter", "dropped", "replicas", "placeholders",
+                   "capacity", "availability", "api key"):
         assert signal in titles
+
+
+def test_dashboard_splits_refusals_by_kind():
+    # Client mistakes and capacity refusals are different problems for different people.
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"].startswith("Rejected")]
+    assert "kind" in panel["targets"][0]["expr"].split("(rate(")[0]
 
 
 def test_dashboard_configmap_carries_the_grafana_label_and_the_json():

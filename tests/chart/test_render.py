@@ -213,3 +213,39 @@ def test_peering_identity_is_the_pod_name():
     assert "POD_ID" in inspect.getsource(peering.detect_own_id)
     env = _operator(manifests())["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+
+
+def test_the_operator_signs_drains_with_a_key_from_its_own_namespace():
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from speechops_contract import names
+
+    docs = manifests()
+    (secret,) = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "speechops-admin-key"]
+    assert secret["metadata"]["namespace"] == "speechops-system"
+    # Helm's genPrivateKey: a PEM Ed25519 key the operator loads as it is.
+    key = load_pem_private_key(base64.b64decode(secret["data"]["ed25519.pem"]), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    pod = _operator(docs)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "admin-key")
+    assert volume["secret"]["secretName"] == "speechops-admin-key" and volume["secret"]["defaultMode"] == 0o440
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "admin-key")
+    assert mount["readOnly"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[names.ENV_ADMIN_KEY_FILE] == f"{mount['mountPath']}/ed25519.pem"
+    # No Secret access is granted for it: the kubelet mounts it (test_rbac: the role
+    # holds exactly what the code calls, and the code reads no Secret).
+    rules = [r for d in by_kind(docs, "ClusterRole") for r in d["rules"]]
+    assert not any("secrets" in r.get("resources", []) for r in rules)
+
+    # A Secret of one's own (cert-manager, sealed, rendered offline): the chart makes none.
+    own = manifests({"operator": {"adminKey": {"existingSecret": "op-key", "secretKey": "tls.key"}}})
+    assert not [d for d in by_kind(own, "Secret") if d["metadata"]["name"].endswith("admin-key")]
+    pod = _operator(own)["spec"]["template"]["spec"]
+    assert next(v for v in pod["volumes"] if v["name"] == "admin-key")["secret"]["secretName"] == "op-key"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env[names.ENV_ADMIN_KEY_FILE].endswith("/tls.key")

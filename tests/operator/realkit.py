@@ -6,6 +6,7 @@ what the chart grants. Shared by tests/operator/test_real_*.py and benchmarks/re
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -27,7 +28,8 @@ CRD_PATH = REPO / "crds" / "speechpipeline.yaml"
 RELEASE_NAMESPACE = "speechops-system"
 SERVICE_ACCOUNT = "speechops"          # the chart's fullname for release "speechops"
 OPERATOR_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{SERVICE_ACCOUNT}"
-INSTALLED_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "PriorityClass")
+INSTALLED_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "Secret")
+ADMIN_KEY_FILE = "admin-key.pem"        # beside the kubeconfig: the chart's Secret, as the pod mounts it
 
 
 def chart_objects(values: dict[str, Any] | None = None) -> list[dict]:
@@ -41,11 +43,19 @@ def chart_objects(values: dict[str, Any] | None = None) -> list[dict]:
 
 
 def install(cp) -> Path:
-    """CRD + the chart's RBAC and PriorityClasses; returns the operator's kubeconfig."""
+    """CRD + the chart's RBAC, PriorityClasses and admin key Secret; returns the operator's
+    kubeconfig, with the admin key written beside it (ADMIN_KEY_FILE), where
+    OperatorProcess points the operator as the chart's mount does."""
     cp.apply(list(yaml.safe_load_all(CRD_PATH.read_text())))
     cp.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}}])
-    cp.apply(chart_objects())
-    return cp.service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, create=False)
+    objects = chart_objects()
+    cp.apply(objects)
+    kubeconfig = cp.service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, create=False)
+    (secret,) = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-admin-key")]
+    key = kubeconfig.with_name(ADMIN_KEY_FILE)
+    key.write_bytes(base64.b64decode(next(iter(secret["data"].values()))))
+    key.chmod(0o400)
+    return kubeconfig
 
 
 def free_port() -> int:
@@ -68,6 +78,8 @@ class OperatorProcess:
         port = free_port()
         self.liveness = f"http://127.0.0.1:{port}/healthz"
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.extra_env}
+        if (key := self.kubeconfig.with_name(ADMIN_KEY_FILE)).exists():
+            env.setdefault(names.ENV_ADMIN_KEY_FILE, str(key))
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(

@@ -14,8 +14,8 @@ import pytest
 
 from speechops_contract import names
 from tests.envtest import ControlPlane, now
-from tests.operator.realkit import (OPERATOR_USER, Kube, OperatorProcess, condition, install, pipeline, wait_for,
-                                    writes_by_operator)
+from tests.operator.realkit import (ADMIN_KEY_FILE, OPERATOR_USER, Kube, OperatorProcess, condition, install,
+                                    pipeline, wait_for, writes_by_operator)
 
 pytestmark = pytest.mark.slow
 NS = "speech"
@@ -83,6 +83,87 @@ def test_children_are_created_as_the_chart_service_account_with_owner_references
     # The controller manager made the pods: the Deployment -> ReplicaSet -> Pod chain works.
     wait_for(lambda: len(kube.core.list_namespaced_pod(NS, label_selector=f"{names.LABEL_PIPELINE}=owned").items)
              == 2, timeout=30, what="worker pods")
+
+
+def test_workers_get_the_operators_public_key_and_keyless_streams_are_flagged(cp, kube, operator):
+    from speechops.admin_signing import load
+    from speechops_worker.gateway.admin_auth import read_public_keys
+    kube.create(pipeline("keyless", NS, CPU_PIPELINE))
+    kube.create(pipeline("keyed", NS, {**CPU_PIPELINE, "streams": {"auth": {"secretName": "keyed-api-keys"}}}))
+    body = wait_for(lambda: settled(kube, "keyless"), timeout=60, what="keyless reconciled")
+    keyed = wait_for(lambda: settled(kube, "keyed"), timeout=60, what="keyed reconciled")
+
+    # The public half of the chart's Secret, as the gateway reads it from its mount.
+    signer = load(str(operator.kubeconfig.with_name(ADMIN_KEY_FILE)))
+    data = kube.core.read_namespaced_config_map(names.model_configmap("keyless"), NS).data
+    published = operator.kubeconfig.with_name("published.pub")
+    published.write_text(data[names.ADMIN_PUBLIC_KEY_ITEM])
+    assert list(read_public_keys(published)) == [signer.key_id]
+    pod = kube.apps.read_namespaced_deployment(names.worker_deployment("keyless"), NS).spec.template.spec
+    volume = next(v for v in pod.volumes if v.name == "admin-key")
+    assert volume.config_map.name == names.model_configmap("keyless") and volume.config_map.optional
+    gateway = next(c for c in pod.containers if c.name == "gateway")
+    env = {e.name: e.value for e in gateway.env}
+    mount = next(m for m in gateway.volume_mounts if m.name == "admin-key")
+    assert env[names.ENV_ADMIN_PUBLIC_KEYS] == f"{mount.mount_path}/{volume.config_map.items[0].path}"
+
+    # No API keys: allowed (the quickstart streams so), said in a condition and one Warning.
+    open_streams = condition(body, "StreamsAuthenticated")
+    assert (open_streams["status"], open_streams["reason"]) == ("False", "NoApiKeys")
+    assert "spec.streams.auth.secretName" in open_streams["message"]
+    warned = wait_for(lambda: [e for e in kube.events(NS, "keyless") if e["reason"] == "NoApiKeys"],
+                      timeout=30, what="a NoApiKeys Event")
+    assert warned[0]["type"] == "Warning" and "spec.streams.auth.secretName" in warned[0]["message"]
+    assert condition(keyed, "StreamsAuthenticated")["status"] == "True"
+    assert not [e for e in kube.events(NS, "keyed") if e["reason"] == "NoApiKeys"]
+
+
+def test_an_operator_with_a_new_key_republishes_it_at_start_and_the_workers_accept_it(cp, kube, operator, tmp_path):
+    """The rotation (a replaced Secret, or an operator without a key file restarting): the
+    new public key is in every pipeline's ConfigMap once the operator has resumed, and a
+    gateway reading that ConfigMap accepts the new key's drains and refuses the old's."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from speechops.admin_signing import load
+    from speechops_worker.gateway.admin_auth import AdminAuth
+
+    kube.create(pipeline("rotated", NS, CPU_PIPELINE))
+    wait_for(lambda: settled(kube, "rotated"), timeout=60, what="rotated reconciled")
+    old = load(str(operator.kubeconfig.with_name(ADMIN_KEY_FILE)))
+    new_file = tmp_path / "new-admin-key.pem"
+    new_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    new = load(str(new_file))
+
+    def published() -> str:
+        return kube.core.read_namespaced_config_map(names.model_configmap("rotated"), NS).data[
+            names.ADMIN_PUBLIC_KEY_ITEM]
+
+    assert published() == old.public_pem
+    operator.stop()
+    rotated = OperatorProcess(operator.kubeconfig, operator.log, {names.ENV_ADMIN_KEY_FILE: str(new_file)})
+    started = time.monotonic()
+    rotated.start()
+    try:
+        wait_for(lambda: published() == new.public_pem, timeout=60, what="the new key published")
+        print(f"new admin key in the ConfigMap {time.monotonic() - started:.1f}s after the operator started")
+        # What the kubelet then writes into the workers' mount.
+        keys = tmp_path / names.ADMIN_PUBLIC_KEY_ITEM
+        keys.write_text(published())
+    finally:
+        rotated.stop()
+        operator.start()      # the module's operator, with the chart's key, for the tests after
+    pod = "rotated-worker-abc-12345"
+    auth = AdminAuth(keys, NS, pod)
+
+    def verdict(signer):
+        return auth.check("POST", "/drain", signer.authorization("POST", "/drain", NS, pod), unix_socket=False,
+                          peer="10.244.0.9")
+
+    assert verdict(new).allowed and verdict(old).reason == "unknown_key"
+    # The module's operator republishes the chart's key as it resumes.
+    wait_for(lambda: published() == old.public_pem, timeout=60, what="the chart's key back")
 
 
 def test_the_charts_priority_classes_are_never_posted(cp, kube, operator):
@@ -229,9 +310,10 @@ def chaos_spec(rng) -> dict:
     return spec
 
 
-def converged(kube: Kube) -> str | None:
-    """None when every pipeline's children are exactly its desired state and nothing is
-    left of deleted ones; else what is still wrong."""
+def converged(kube: Kube, admin_key: str) -> str | None:
+    """None when every pipeline's children are exactly its desired state (with the
+    operator's public key, `admin_key`) and nothing is left of deleted ones; else what is
+    still wrong."""
     from speechops_contract import api as contract
     from speechops.cluster_defaults import apply_cluster_defaults
     from speechops.drift import needs_write
@@ -246,7 +328,7 @@ def converged(kube: Kube) -> str | None:
             return f"{name} still being deleted"
         if (body.get("status") or {}).get("observedGeneration") != body["metadata"]["generation"]:
             return f"{name} not reconciled at generation {body['metadata']['generation']}"
-        state = desired_state(name, CHAOS, apply_cluster_defaults(contract.parse_spec(body["spec"])))
+        state = desired_state(name, CHAOS, apply_cluster_defaults(contract.parse_spec(body["spec"])), admin_key)
         for child in state.children:
             expected[(child["kind"], child["metadata"]["name"])] = (adopt(child, body), body)
     for key, obj in live.items():
@@ -311,8 +393,11 @@ def test_kill_9_at_random_points_converges_with_no_orphan_or_duplicate(cp, kube,
     # by ownerReferences, with the controller manager, takes what the operator left).
     last = {}
 
+    from speechops.admin_signing import load
+    admin_key = load(str(operator.kubeconfig.with_name(ADMIN_KEY_FILE))).public_pem
+
     def check():
-        last["why"] = converged(kube)
+        last["why"] = converged(kube, admin_key)
         return last["why"] is None
     try:
         wait_for(check, timeout=90, what="convergence", every=1.0)

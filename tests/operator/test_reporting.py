@@ -61,10 +61,14 @@ def test_kopfs_routine_success_lines_go_to_debug():
                     "Creation is processed: 1 succeeded; 0 failed."):
             rec = record(msg)
             assert not quiet.filter(rec) and rec.levelno == logging.DEBUG, msg
-        for msg, level in (("Handler 'created' failed temporarily: HTTP 403", logging.ERROR),
+        for msg, level in (("Handler 'created' failed with an exception. Will retry.", logging.ERROR),
+                           ("Handler 'created' failed permanently: bad spec", logging.ERROR),
                            ("Resuming is processed: 0 succeeded; 1 failed.", logging.INFO)):
             rec = record(msg, level)
             assert quiet.filter(rec) and rec.levelno == level, msg
+        # A scheduled retry is a warning: report_failure says the error once, not per attempt.
+        rec = record("Handler 'created' failed temporarily: HTTP 409", logging.ERROR)
+        assert quiet.filter(rec) and (rec.levelno, rec.levelname) == (logging.WARNING, "WARNING")
         logging.getLogger("kopf.objects").setLevel(logging.DEBUG)
         assert quiet.filter(record("Timer 'scale' succeeded."))     # --verbose shows them
     finally:

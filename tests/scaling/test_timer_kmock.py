@@ -22,6 +22,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from speechops_contract import names
+from speechops.admin_signing import process_signer
+from speechops_worker.gateway.admin_auth import AdminAuth
 
 pytestmark = pytest.mark.prometheus
 HERE = Path(__file__).parent
@@ -66,13 +68,18 @@ class Emulator:
 
 
 class Gateway:
-    """A gateway's admin endpoint: /metrics from a real registry, POST /drain and /undrain recorded."""
+    """A gateway's admin endpoint: /metrics from a real registry, POST /drain and /undrain
+    recorded once the gateway's own verifier accepts their signature (the operator runs in
+    this process: its key is `process_signer()`'s)."""
 
-    def __init__(self, ip: str, port: int, pipeline: str, streams: float):
+    def __init__(self, ip: str, port: int, pipeline: str, streams: float, pod: str, keys: Path):
         self.registry = CollectorRegistry()
         self.gauge = Gauge(names.M_ACTIVE_STREAMS, "open streams", ["namespace", "pipeline"], registry=self.registry)
         self.gauge.labels(NS, pipeline).set(streams)
         self.posts: list[str] = []
+        self.refused: list[str] = []
+        keys.write_text(process_signer().public_pem)
+        auth = AdminAuth(keys, NS, pod)
         gateway = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,11 +87,17 @@ class Gateway:
                 self._answer(generate_latest(gateway.registry))
 
             def do_POST(self):  # noqa: N802
+                verdict = auth.check("POST", self.path, self.headers.get("Authorization"), unix_socket=False,
+                                     peer=self.client_address[0])
+                if not verdict.allowed:
+                    gateway.refused.append(verdict.reason)
+                    self._answer(verdict.reason.encode(), 401)
+                    return
                 gateway.posts.append(self.path)
                 self._answer(b"ok\n")
 
-            def _answer(self, body):
-                self.send_response(200)
+            def _answer(self, body, status=200):
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -168,7 +181,7 @@ users: [{{name: kmock, user: {{token: test}}}}]
     emu.close()
 
 
-def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_registry):
+def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_registry, tmp_path):
     kopf_registry("speechops.scaling.handlers")   # the timer alone, whatever ran before
     ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     port = free_port_on(ips)
@@ -190,7 +203,7 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
     gateways = {}
     for (pod_name, streams), ip in zip(load.items(), ips):
         cluster.put("v1/pods", worker_pod("dictation", pod_name, ip))
-        gateways[pod_name] = Gateway(ip, port, "dictation", streams)
+        gateways[pod_name] = Gateway(ip, port, "dictation", streams, pod_name, tmp_path / f"{pod_name}.pub")
     try:
         args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
         with kopf.testing.KopfRunner(args, timeout=90) as runner:
@@ -237,6 +250,7 @@ def test_timer_scales_drains_and_reports(cluster, prometheus, monkeypatch, kopf_
         assert runner.exit_code == 0, runner.output
         assert "scaling 3→2" in runner.output or "ScaleDown" in runner.output
         assert "pod dictation-a taken back into service" in runner.output
+        assert not any(g.refused for g in gateways.values()), {n: g.refused for n, g in gateways.items()}
         assert any("scaling" in e.get("message", "") and e.get("reason", "").startswith("Scale") for e in events), events
     finally:
         for g in gateways.values():
@@ -253,7 +267,7 @@ def hpa(name: str, deployment: str) -> dict:
     (True, None, "PrometheusUnavailable", "dryRun: recommending only, nothing applied"),
     (False, "notes-cpu", "ConflictingAutoscaler", "HorizontalPodAutoscaler notes-cpu also scales notes-worker"),
 ], ids=["dry-run", "hpa-on-the-workers"])
-def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluster, monkeypatch, kopf_registry,
+def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluster, monkeypatch, kopf_registry, tmp_path,
                                                                          dry_run, rival, reason, says):
     kopf_registry("speechops.scaling.handlers")
     ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
@@ -272,7 +286,7 @@ def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluste
     gateways = {}
     for (pod_name, streams), ip in zip({"notes-a": 0.0, "notes-b": 9.0, "notes-c": 11.0}.items(), ips):
         cluster.put("v1/pods", worker_pod("notes", pod_name, ip))
-        gateways[pod_name] = Gateway(ip, port, "notes", streams)
+        gateways[pod_name] = Gateway(ip, port, "notes", streams, pod_name, tmp_path / f"{pod_name}.pub")
     try:
         args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
         with kopf.testing.KopfRunner(args, timeout=60) as runner:
@@ -295,7 +309,7 @@ def test_a_withheld_plan_is_recommended_and_explained_but_changes_nothing(cluste
             g.close()
 
 
-def test_a_scaler_that_starts_recommending_only_takes_back_its_drains(cluster, monkeypatch, kopf_registry):
+def test_a_scaler_that_starts_recommending_only_takes_back_its_drains(cluster, monkeypatch, kopf_registry, tmp_path):
     # notes-a was told to drain before dryRun was set: nothing would remove it now, and
     # it takes no new streams, so it is taken back into service.
     kopf_registry("speechops.scaling.handlers")
@@ -313,14 +327,14 @@ def test_a_scaler_that_starts_recommending_only_takes_back_its_drains(cluster, m
         if pod_name == "notes-a":
             pod["metadata"]["annotations"] = {names.ANNOTATION_DRAINING: "true"}
         cluster.put("v1/pods", pod)
-        gateways[pod_name] = Gateway(ip, port, "notes", streams)
+        gateways[pod_name] = Gateway(ip, port, "notes", streams, pod_name, tmp_path / f"{pod_name}.pub")
     try:
         args = ["run", "--standalone", "-A", "--verbose", str(HERE / "scaler_operator.py")]
         with kopf.testing.KopfRunner(args, timeout=60) as runner:
             wait_for(lambda: gateways["notes-a"].posts == ["/undrain"])
             wait_for(lambda: names.ANNOTATION_DRAINING
                      not in (cluster.get("v1/pods", "notes-a")["metadata"].get("annotations") or {}))
-            assert not gateways["notes-b"].posts
+            assert not gateways["notes-b"].posts and not gateways["notes-a"].refused
             assert cluster.get("apps/v1/deployments", "notes-worker")["spec"]["replicas"] == 2
         assert runner.exit_code == 0, runner.output
         assert "pod notes-a taken back into service: the scaler only recommends now (dry run, not applied)" \

@@ -146,7 +146,12 @@ def test_gateway_drains_before_termination(case):
     gateway = next(c for c in pod["containers"] if c["name"] == "gateway")
     assert pod["terminationGracePeriodSeconds"] > spec.streams.drain_timeout
     pre_stop = " ".join(gateway["lifecycle"]["preStop"]["exec"]["command"])
-    assert f"127.0.0.1:{names.GATEWAY_ADMIN_PORT}/drain" in pre_stop and "POST" in pre_stop
+    # Through the gateway's own Unix socket (tests/worker/test_admin_auth.py runs it).
+    assert names.ADMIN_SOCKET in pre_stop and "'POST', '/drain'" in pre_stop
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env[names.ENV_ADMIN_SOCKET] == names.ADMIN_SOCKET
+    assert names.ADMIN_SOCKET.startswith(next(m["mountPath"] for m in gateway["volumeMounts"]
+                                              if m["name"] == "gateway-tmp") + "/")
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {p["containerPort"] for p in gateway["ports"]} == {names.GATEWAY_PORT, names.GATEWAY_ADMIN_PORT}
@@ -210,6 +215,26 @@ def test_model_repository_source(case, init_names, source):
         assert copy["command"][:2] == ["cp", "-R"] and copy["command"][2] == f"{path}/."
     configs = next(v for v in pod["volumes"] if v["name"] == "model-configs")
     assert configs["configMap"]["name"] == names.model_configmap("pipe")
+
+
+def test_the_operators_admin_public_key_goes_to_the_gateways_through_the_configmap():
+    spec = api.parse_spec({})
+    pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
+    state = desired_state("pipe", "ns", spec, admin_key=pem)
+    configmap = by_kind(state, "ConfigMap", names.model_configmap("pipe"))
+    assert configmap["data"][names.ADMIN_PUBLIC_KEY_ITEM] == pem
+    pod = by_kind(state, "Deployment", names.worker_deployment("pipe"))["spec"]["template"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "admin-key")
+    assert volume["configMap"] == {"name": names.model_configmap("pipe"), "optional": True,
+                                   "items": [{"key": names.ADMIN_PUBLIC_KEY_ITEM, "path": names.ADMIN_PUBLIC_KEY_ITEM}]}
+    gateway = next(c for c in pod["spec"]["containers"] if c["name"] == "gateway")
+    mount = next(m for m in gateway["volumeMounts"] if m["name"] == "admin-key")
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env[names.ENV_ADMIN_PUBLIC_KEYS] == f"{mount['mountPath']}/{names.ADMIN_PUBLIC_KEY_ITEM}" and mount["readOnly"]
+    # A new operator key reaches running pods through the mounted ConfigMap: it rolls nothing.
+    other = desired_state("pipe", "ns", spec, admin_key=pem.replace("MCow", "MCox"))
+    assert by_kind(other, "Deployment", names.worker_deployment("pipe")) == \
+        by_kind(state, "Deployment", names.worker_deployment("pipe"))
 
 
 @pytest.mark.parametrize("case,models", [

@@ -147,7 +147,8 @@ async def _serve(name: str, spec: PipelineSpec, triton_url: str, args) -> int:
     scheme = "wss" if gateway.tls else "ws"
     _progress(f"gateway ready: {scheme}://{host}:{gateway.port}/v1/stream and /v1/realtime (pipeline {name!r}"
               f"{f', {len(gateway.keys)} API keys' if gateway.keys else ''})")
-    _progress(f"metrics http://{host}:{gateway.admin_port}/metrics, health /healthz /readyz, POST /drain")
+    _progress(f"metrics http://{host}:{gateway.admin_port}/metrics, health /healthz /readyz, "
+              f"POST /drain /undrain (from this machine only)")
     extra = (" --api-key KEY" if gateway.keys else "") + (f" --ca {args.tls_cert}" if gateway.tls else "")
     print(f"\nstream a file:  speechops stream FILE.wav --url {scheme}://{host}:{gateway.port}/v1/stream{extra}\n"
           f"  or the OpenAI Realtime protocol: --protocol realtime --url {scheme}://{host}:{gateway.port}/v1\n"

@@ -70,3 +70,8 @@ app.kubernetes.io/component: worker
 {{- define "speechops.dashboardNamespace" -}}
 {{- default .Release.Namespace .Values.monitoring.dashboards.namespace }}
 {{- end }}
+
+{{/* The Secret holding the operator's admin signing key (the chart's own, or the user's). */}}
+{{- define "speechops.adminKeySecret" -}}
+{{- .Values.operator.adminKey.existingSecret | default (printf "%s-admin-key" (include "speechops.fullname" .)) }}
+{{- end }}

@@ -25,9 +25,11 @@ class DesiredState:
         return self.priority_classes + self.children
 
 
-def desired_state(pipeline: str, namespace: str | None, spec: PipelineSpec) -> DesiredState:
+def desired_state(pipeline: str, namespace: str | None, spec: PipelineSpec,
+                  admin_key: str | None = None) -> DesiredState:
+    """`admin_key`: the operator's public key (PEM) the gateways verify drains with."""
     children = [
-        model_configmap(pipeline, namespace, spec),
+        model_configmap(pipeline, namespace, spec, admin_key),
         worker_deployment(pipeline, namespace, spec),
         service(pipeline, namespace, spec),
         disruption_budget(pipeline, namespace, spec),

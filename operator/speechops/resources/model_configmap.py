@@ -2,7 +2,12 @@
 stage model (and fallback model) known to the catalog, rendered for the pipeline's
 profile. The worker's init container copies them over each model's config.pbtxt.
 
-A model the catalog does not know keeps the config.pbtxt its repository ships."""
+A model the catalog does not know keeps the config.pbtxt its repository ships.
+
+It also carries the operator's admin public key (not secret), which the gateways mount
+to verify the operator's drain requests: a new key reaches running pods through the
+kubelet's ConfigMap refresh, without rolling them (the pods' hash covers the model
+configs only)."""
 
 from __future__ import annotations
 
@@ -37,10 +42,14 @@ def configs_hash(data: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_configmap(pipeline: str, namespace: str | None, spec: PipelineSpec) -> dict[str, Any]:
+def model_configmap(pipeline: str, namespace: str | None, spec: PipelineSpec,
+                    admin_key: str | None = None) -> dict[str, Any]:
+    data = model_configs(spec)
+    if admin_key:
+        data[names.ADMIN_PUBLIC_KEY_ITEM] = admin_key
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(names.model_configmap(pipeline), namespace, pipeline, spec.profile, COMPONENT),
-        "data": model_configs(spec),
+        "data": data,
     }

@@ -50,11 +50,15 @@ done
 """
 
 # preStop: tell the gateway to stop admitting streams (readiness fails, the pod leaves
-# the Service), then give endpoint controllers a moment before SIGTERM arrives.
+# the Service), then give endpoint controllers a moment before SIGTERM arrives. Through
+# the gateway's Unix socket in its own /tmp, which only this container reaches: over TCP
+# a drain needs the operator's signature (a mesh sidecar makes any caller look local).
 DRAIN_SCRIPT = (
-    "import time, urllib.request\n"
-    f"urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{names.GATEWAY_ADMIN_PORT}/drain',"
-    " data=b'', method='POST'), timeout=5)\n"
+    "import http.client, socket, time\n"
+    "c = http.client.HTTPConnection('localhost', timeout=5)\n"
+    "c.sock = socket.socket(socket.AF_UNIX); c.sock.settimeout(5)\n"
+    f"c.sock.connect({names.ADMIN_SOCKET!r})\n"
+    "c.request('POST', '/drain'); c.getresponse().read()\n"
     "time.sleep(5)\n"
 )
 
@@ -184,13 +188,16 @@ def gateway_container(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
             {"name": names.ENV_PROFILE, "value": spec.profile},
             {"name": names.ENV_PIPELINE_SPEC, "value": worker_spec_json(spec)},
             {"name": names.ENV_TRITON_GRPC_URL, "value": f"127.0.0.1:{names.TRITON_GRPC_PORT}"},
+            {"name": names.ENV_ADMIN_PUBLIC_KEYS, "value": f"{names.ADMIN_PUBLIC_KEY_MOUNT}/{names.ADMIN_PUBLIC_KEY_ITEM}"},
+            {"name": names.ENV_ADMIN_SOCKET, "value": names.ADMIN_SOCKET},
             {"name": "HOME", "value": "/tmp"},
         ],
         "readinessProbe": _http_probe("/readyz", "admin", 2, 2),
         "livenessProbe": _http_probe("/healthz", "admin", 10, 3),
         "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", DRAIN_SCRIPT]}}},
         "securityContext": CONTAINER_SECURITY,
-        "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"},
+                         {"name": "admin-key", "mountPath": names.ADMIN_PUBLIC_KEY_MOUNT, "readOnly": True}],
     }
     # API keys and the certificate as mounted Secrets, never env vars: the kubelet
     # updates the files when the Secret changes and the gateway reloads them.
@@ -332,6 +339,11 @@ def pod_spec(pipeline: str, spec: PipelineSpec) -> dict[str, Any]:
             source_volume,
             {"name": "models", "emptyDir": {}},
             {"name": "model-configs", "configMap": {"name": names.model_configmap(pipeline)}},
+            # The operator's admin public key from the same ConfigMap (optional: a pod
+            # starts before the key is there, and refuses TCP drains until it is).
+            {"name": "admin-key", "configMap": {"name": names.model_configmap(pipeline), "optional": True,
+                                                "items": [{"key": names.ADMIN_PUBLIC_KEY_ITEM,
+                                                           "path": names.ADMIN_PUBLIC_KEY_ITEM}]}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "triton-tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "256Mi"}},

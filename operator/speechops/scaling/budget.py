@@ -12,8 +12,17 @@ workbook's fast-burn page).
 forecaster's own errors) widens at once while the budget burns fast (both the hour and
 the last five minutes above 1), widens slowly while the window is overspent, and narrows
 while less than half of what the window allows so far is spent and the last hour was
-clean, so a pipeline holds only as much headroom as its traffic has shown it needs. The live scaler and the backtest run the same
-controller, fed once a tick with the demand and what of it went unserved.
+clean, so a pipeline holds only as much headroom as its traffic has shown it needs. The
+live scaler and the backtest run the same controller, fed once a tick with the demand and
+what of it went unserved.
+
+It learns only from a forecaster that can be judged (`SeasonalForecaster.judged`: a day
+of history). Before that, a fresh pipeline's or a restarted operator's forecaster has not
+seen this time of day, so its misses (the first opening of a call centre) say nothing of
+the band it will need, and a band widened for them stayed wide for the budget's 30 days.
+So the record keeps two views: `budget`, every miss, which status, metrics and alerts
+report; and `acted`, the misses made while the forecaster was judged, which move the
+band. Until then the band holds the tier's width.
 """
 
 from __future__ import annotations
@@ -117,20 +126,38 @@ class HeadroomController:
 
     def __init__(self, objective: float, start_sigmas: float, settings: HeadroomSettings = HeadroomSettings(),
                  window: float = SLO_WINDOW):
-        self.budget = ErrorBudget(objective, window)
+        self.budget = ErrorBudget(objective, window)   # every miss: what is reported
+        self.acted = ErrorBudget(objective, window)    # the misses of a judged forecaster: what moves the band
         self.settings = settings
         self.sigmas = min(max(start_sigmas, settings.least), settings.most)
+        self.learning = False
         self._t: float | None = None
         self._widened: float | None = None
 
-    def record(self, t: float, demanded: float, unserved: float) -> None:
-        self.budget.record(t, demanded, unserved)
+    def judged_by(self, objective: float) -> "HeadroomController":
+        """The same record (both views) against another objective."""
+        self.budget.judged_by(objective)
+        self.acted.judged_by(objective)
+        return self
 
-    def update(self, now: float) -> float:
-        """The band's width for the tick at `now`, from what was recorded before it."""
-        s, b = self.settings, self.budget
+    def record(self, t: float, demanded: float, unserved: float) -> None:
+        """What the interval up to `t` demanded and left unserved: reported always, acted
+        on when the forecaster was judged at the last `update`."""
+        self.budget.record(t, demanded, unserved)
+        if self.learning:
+            self.acted.record(t, demanded, unserved)
+
+    def update(self, now: float, judged: bool) -> float:
+        """The band's width for the tick at `now`, from what was recorded before it.
+        `judged`: the forecaster has history enough to be judged by its misses. While it
+        is not (or there is no forecast: Prometheus down), the band holds its width: the
+        tier's until the forecaster is first judged."""
+        s, b = self.settings, self.acted
         hours = 0.0 if self._t is None else max(now - self._t, 0.0) / 3600.0
         self._t = now
+        self.learning = judged
+        if not judged:
+            return self.sigmas
         hour, five = b.burn_rate(BURN_WINDOWS["1h"]), b.burn_rate(BURN_WINDOWS["5m"])
         window = b.burn_rate(b.window)
         if hour is not None and five is not None and hour > 1.0 and five > 1.0:
@@ -144,4 +171,5 @@ class HeadroomController:
         return self.sigmas
 
     def burn_rates(self) -> dict[str, float | None]:
+        """The reported burn rates (every miss), per alert window."""
         return {name: self.budget.burn_rate(seconds) for name, seconds in BURN_WINDOWS.items()}

@@ -34,12 +34,13 @@ def lead_time(configured: float, start_seconds: float | None) -> float:
 def decide(policy: Policy, signals: LiveSignals, forecaster, lead: float,
            headroom: HeadroomController | None = None) -> tuple[Decision, Forecast | None, Forecast | None]:
     """The decision of one tick, live and in the backtest: the error budget sets the
-    band's width (`headroom`; None: the forecaster's own), the forecast one lead time ahead
+    band's width (`headroom`; None: the forecaster's own), learning only once the
+    forecaster can be judged (`SeasonalForecaster.judged`), the forecast one lead time ahead
     sizes the fleet, the one a tick ahead the part of it that serves. `forecaster` None:
     no forecast (reactive, or no history yet)."""
     forecast = near = None
     if headroom is not None:
-        sigmas = headroom.update(signals.now)
+        sigmas = headroom.update(signals.now, judged=bool(getattr(forecaster, "judged", False)))
         if forecaster is not None and hasattr(forecaster, "set_band"):
             # In steps of 0.05 sigma: a band that moved by less is the same band, and the
             # forecast made for the last observation still holds.
@@ -141,7 +142,7 @@ class TickResult:
                 **({} if a["achieved"] is None else {"achieved": round(100 * a["achieved"], 3)}),
                 **({} if a["remaining"] is None else {"budgetRemaining": round(100 * a["remaining"], 1)}),
                 **({} if a["burn_1h"] is None else {"burnRate1h": round(a["burn_1h"], 1)}),
-                "headroomSigmas": round(a["sigmas"], 1)}
+                "headroomSigmas": round(a["sigmas"], 1), "headroomLearning": bool(a["learning"])}
         if self.measured_capacity is not None:
             status["measuredStreamsPerReplica"] = self.measured_capacity
         if d.forecast is not None:
@@ -176,7 +177,8 @@ def state_for(memo: dict, spec: PipelineSpec) -> ScalerState:
             # The budget's record and the pods' counters outlive a spec change; the budget
             # is judged against the new objective.
             if old.headroom is not None:
-                state.headroom.budget = old.headroom.budget.judged_by(config.availability)
+                state.headroom.budget, state.headroom.acted = old.headroom.budget, old.headroom.acted
+                state.headroom.judged_by(config.availability)
             state.counters, state.starts = old.counters, old.starts
         memo["scaler"] = state
     return state
@@ -323,11 +325,13 @@ def tick(state: ScalerState, spec: PipelineSpec, namespace: str, name: str, now:
 
 def availability_report(headroom: HeadroomController) -> dict[str, float | None]:
     """The objective, what was achieved over the budget's window, the budget left, burn
-    rates and the band's width now: for status, metrics and the condition."""
+    rates (all counting every refusal) and the band's width now, and whether the budget
+    moves it yet: for status, metrics and the condition."""
     b = headroom.budget
     achieved, remaining = b.availability(), b.remaining()
     return {"objective": b.objective, "achieved": achieved, "remaining": remaining,
-            "sigmas": headroom.sigmas, **{f"burn_{w}": r for w, r in headroom.burn_rates().items()}}
+            "sigmas": headroom.sigmas, "learning": headroom.learning,
+            **{f"burn_{w}": r for w, r in headroom.burn_rates().items()}}
 
 
 def _feed_history(state: ScalerState, source: PrometheusSource, query: str, now: float, history: float) -> int:

@@ -333,6 +333,14 @@ class SeasonalForecaster:
         while self._covered and self._covered[0][0] < t:
             self._covered_count -= self._covered.popleft()[1]
 
+    @property
+    def judged(self) -> bool:
+        """A day of history: from then on every predictor is in use (the daily profile
+        knows each time of day) and the band's quantile rests on a day of its own errors,
+        so a miss says how wide the band must be. Before it, a miss says only that the
+        forecaster is new (the error budget's controller does not learn from it)."""
+        return self.profile.span() >= max(DAY, self.shape_window)
+
     def coverage(self) -> tuple[float, int] | None:
         """The band's live calibration: of the predictions scored over the last
         `shape_window`, the share whose outcome came at or below their band's top, and how

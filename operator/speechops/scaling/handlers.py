@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from speechops_contract import api, logs, names
-from speechops import conditions
+from speechops import admin_signing, conditions
 from speechops.kube import KubeClient
 from speechops.scaling import actions, controller, metrics, rollout, signals
 
@@ -53,9 +53,10 @@ async def apply(kube: KubeClient, result: controller.TickResult, *, namespace: s
     plan = result.plan
     if not result.withheld:
         await actions.apply_plan(kube, result, namespace=namespace, name=name, pods=pods, logger=logger,
-                                 worker_replicas=worker_replicas)
+                                 worker_replicas=worker_replicas, signer=admin_signing.process_signer())
     else:
-        await actions.release_drains(kube, result, namespace=namespace, name=name, pods=pods, logger=logger)
+        await actions.release_drains(kube, result, namespace=namespace, name=name, pods=pods, logger=logger,
+                                     signer=admin_signing.process_signer())
 
     metrics.record_tick(namespace, name, result, pods)   # dashboard and fallback alert
     d = result.decision

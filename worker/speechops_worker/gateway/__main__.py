@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
                              "streams need no key)")
     parser.add_argument("--tls-dir", default=os.environ.get(names.ENV_TLS_DIR),
                         help=f"directory with tls.crt and tls.key: serve wss:// (default ${names.ENV_TLS_DIR})")
+    parser.add_argument("--admin-public-keys", default=os.environ.get(names.ENV_ADMIN_PUBLIC_KEYS),
+                        help=f"file of the operator's PEM public keys: POST /drain and /undrain over TCP need its "
+                             f"signature (default ${names.ENV_ADMIN_PUBLIC_KEYS}; none: only from this machine)")
+    parser.add_argument("--admin-socket", default=os.environ.get(names.ENV_ADMIN_SOCKET),
+                        help=f"also serve the admin endpoints on this Unix socket, unauthenticated: for the pod's "
+                             f"own preStop hook (default ${names.ENV_ADMIN_SOCKET})")
     parser.add_argument("--log-format", choices=("human", "json"), default="human")
     args = parser.parse_args(argv)
     logs.configure(args.log_format)
@@ -61,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     config = GatewayConfig(triton_url=args.triton, pipelines=pipelines, host=args.host, port=args.port,
                            admin_port=args.admin_port, max_streams=args.max_streams,
                            load_admission=not args.no_load_admission, api_keys=args.api_keys,
-                           tls_cert=cert and str(cert), tls_key=key and str(key))
+                           tls_cert=cert and str(cert), tls_key=key and str(key),
+                           admin_public_keys=args.admin_public_keys, admin_socket=args.admin_socket)
     try:
         gateway = Gateway(config)     # keys and certificate are read here: a bad one stops the start
     except ValueError as exc:

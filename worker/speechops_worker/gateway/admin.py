@@ -6,16 +6,27 @@ GET  /readyz    200, or 503 with the reason (draining, Triton not ready)
 POST /drain     202: stop admitting, let open streams finish (the scaler's scale-down)
 POST /undrain   200: admit again; 409 once a shutdown drain has begun
 
-A wrong method gets 405, an unknown path 404.
+A wrong method gets 405, an unknown path 404. Metrics and probes are open (Prometheus,
+the kubelet); drain and undrain only for the operator's signature or the pod itself
+(admin_auth.py), else 401 with the reason. The same endpoints are also served on a Unix
+socket when one is configured (the preStop hook's way in).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from speechops_contract.admin_auth import SCHEME
+from speechops_worker.gateway.admin_auth import AdminAuth
+
+log = logging.getLogger("speechops.gateway.admin")
 
 
 @dataclass(frozen=True)
@@ -25,11 +36,13 @@ class AdminHooks:
     drain: Callable[[], int]              # starts a drain, returns the open streams
     undrain: Callable[[], bool]           # False when it cannot be taken back
     open_streams: Callable[[], int]
+    refused: Callable[[str], None]        # counts an admin request refused, by reason
 
 
 class AdminServer:
-    def __init__(self, hooks: AdminHooks):
+    def __init__(self, hooks: AdminHooks, auth: AdminAuth):
         self.hooks = hooks
+        self.auth = auth
         self.port = 0
         app = web.Application()
         app.add_routes([web.get("/metrics", self._metrics), web.get("/healthz", self._healthz),
@@ -37,11 +50,14 @@ class AdminServer:
                         web.post("/undrain", self._undrain)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, socket_path: str | None = None) -> int:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if socket_path:
+            await web.UnixSite(self._runner, socket_path).start()
+            os.chmod(socket_path, 0o600)     # the gateway's own user only
         return self.port
 
     async def stop(self) -> None:
@@ -57,10 +73,26 @@ class AdminServer:
         reason = self.hooks.not_ready()
         return web.Response(text="ready\n") if reason is None else web.Response(status=503, text=f"{reason}\n")
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may drain or undrain, else the 401 to answer."""
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        verdict = self.auth.check(request.method, request.path, request.headers.get("Authorization"),
+                                  unix_socket=sock is not None and sock.family == socket.AF_UNIX, peer=request.remote)
+        if verdict.allowed:
+            return None
+        self.hooks.refused(verdict.reason)
+        log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, verdict.reason)
+        return web.Response(status=401, text=f"{verdict.reason}: {verdict.message}\n",
+                            headers={"WWW-Authenticate": SCHEME})
+
     async def _drain(self, request: web.Request) -> web.Response:
+        if (refused := self._refusal(request)) is not None:
+            return refused
         return web.Response(status=202, text=f"draining {self.hooks.drain()} open streams\n")
 
     async def _undrain(self, request: web.Request) -> web.Response:
+        if (refused := self._refusal(request)) is not None:
+            return refused
         if self.hooks.undrain():
             return web.Response(text=f"admitting streams ({self.hooks.open_streams()} open)\n")
         return web.Response(status=409, text="shutting down: cannot undrain\n")

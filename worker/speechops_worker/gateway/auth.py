@@ -86,7 +86,7 @@ def _read_keys(path: Path) -> dict[bytes, str]:
     return keys
 
 
-def _signature(path: Path) -> tuple:
+def files_signature(path: Path) -> tuple:
     """What changes when the files do: a Secret's symlink swap changes the targets' inodes."""
     try:
         entries = [path] if not path.is_dir() else sorted(path.iterdir())
@@ -104,7 +104,7 @@ class KeyStore:
         self.path = Path(path)
         self.recheck_s = recheck_s
         self._checked = time.monotonic()
-        self._signature = _signature(self.path)
+        self._signature = files_signature(self.path)
         try:
             self._keys = _read_keys(self.path)
         except (OSError, UnicodeDecodeError) as exc:
@@ -123,7 +123,7 @@ class KeyStore:
         if not force and now - self._checked < self.recheck_s:
             return False
         self._checked = now
-        signature = _signature(self.path)
+        signature = files_signature(self.path)
         if signature == self._signature:
             return False
         try:

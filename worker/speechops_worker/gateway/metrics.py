@@ -57,6 +57,9 @@ class GatewayMetrics:
         self.auth_refused = Counter(names.M_AUTH_REFUSED.removesuffix("_total"),
                                     "Connections refused for a missing or wrong API key", ["namespace", "reason"],
                                     registry=r)
+        self.admin_refused = Counter(names.M_ADMIN_REFUSED.removesuffix("_total"),
+                                     "POST /drain and /undrain refused (no or a bad operator signature)",
+                                     ["namespace", "reason"], registry=r)
         self.degraded = Gauge(names.M_DEGRADED_STREAMS, "Streams at each degradation level", base + ["level"], registry=r)
         self.draining = Gauge(names.M_DRAINING, "1 while the gateway drains", ["namespace"], registry=r)
         self.capacity = Gauge(names.M_STREAM_CAPACITY, "Streams of the pipeline this replica measured it can hold "

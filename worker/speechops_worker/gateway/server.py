@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 from collections import Counter as Tally
 from collections import deque
@@ -34,6 +35,7 @@ from speechops_worker.gateway import auth
 from speechops_worker.gateway import protocol as P
 from speechops_worker.gateway import realtime as R
 from speechops_worker.gateway.admin import AdminHooks, AdminServer
+from speechops_worker.gateway.admin_auth import AdminAuth
 from speechops_worker.gateway.admission import Admission, Load
 from speechops_worker.gateway.degrade import Degrader
 from speechops_worker.gateway.inference import TritonInfer
@@ -81,6 +83,9 @@ class GatewayConfig:
     api_keys: str | None = None                   # file or directory of API keys; None: no key needed
     tls_cert: str | None = None                   # with tls_key: serve wss://, reloaded on rotation
     tls_key: str | None = None
+    admin_public_keys: str | None = None          # file of the operator's public keys; None: drain from loopback only
+    admin_socket: str | None = None               # also serve admin on this Unix socket (the pod's preStop)
+    pod_name: str = field(default_factory=lambda: os.environ.get(names.ENV_POD_NAME) or socket.gethostname())
 
 
 class Gateway:
@@ -154,10 +159,14 @@ class Gateway:
             ssl=self.tls.server_context if self.tls else None, use_aiofastnet=False if self.tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.admin_port is not None:
+            refused = self.metrics.admin_refused
             self._admin = AdminServer(AdminHooks(
                 metrics=self.metrics.render, not_ready=self._not_ready, drain=self._admin_drain,
-                undrain=self.undrain, open_streams=lambda: len(self.sessions)))
-            self.admin_port = await self._admin.start(self.config.host, self.config.admin_port)
+                undrain=self.undrain, open_streams=lambda: len(self.sessions),
+                refused=lambda reason: refused.labels(self.config.namespace, reason).inc()),
+                AdminAuth(self.config.admin_public_keys, self.config.namespace, self.config.pod_name))
+            self.admin_port = await self._admin.start(self.config.host, self.config.admin_port,
+                                                      self.config.admin_socket)
         loop = asyncio.get_running_loop()
         self.triton_ready = await loop.run_in_executor(None, infer.ready)
         self._tasks = [loop.create_task(self._control_loop()), loop.create_task(self._sweep_loop()),
