@@ -89,7 +89,7 @@ async def call(gw, *args, **kwargs):
     return await asyncio.to_thread(post, gw, *args, **kwargs)
 
 
-async def test_the_operators_signature_drains_and_undrains_and_nothing_else_does(tmp_path):
+async def test_the_operators_signature_drains_and_undrains_and_nothing_else_does(tmp_path, caplog):
     op = operator_signer()
     keys = publish(tmp_path / "admin", op)
     async with gateway(admin_public_keys=str(keys)) as gw:
@@ -132,6 +132,10 @@ async def test_the_operators_signature_drains_and_undrains_and_nothing_else_does
         assert all(counted[r] >= 1 for r in cases)
         status, metrics = await call(gw, "/metrics", method="GET")
         assert f'{names.M_ADMIN_REFUSED}{{namespace="{NS}",reason="wrong_pod"}} 2.0' in metrics
+    # Logged once per reason (a flood of refusals is a count, not a flood of lines), never the header.
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused POST /drain")]
+    assert sum(": wrong_pod " in line for line in lines) == 1 and len(lines) == len(counted)
+    assert not any("sig=" in line or good in line for line in lines)
 
 
 async def test_a_new_operator_key_is_taken_from_the_remounted_configmap_without_a_restart(tmp_path, caplog):

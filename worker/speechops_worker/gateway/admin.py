@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,9 +25,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from speechops_contract.admin_auth import SCHEME
+from speechops_contract.names import M_ADMIN_REFUSED
 from speechops_worker.gateway.admin_auth import AdminAuth
 
 log = logging.getLogger("speechops.gateway.admin")
+LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class AdminServer:
     def __init__(self, hooks: AdminHooks, auth: AdminAuth):
         self.hooks = hooks
         self.auth = auth
+        self._logged: dict[str, float] = {}     # refusal reason -> when last logged
         self.port = 0
         app = web.Application()
         app.add_routes([web.get("/metrics", self._metrics), web.get("/healthz", self._healthz),
@@ -81,7 +85,12 @@ class AdminServer:
         if verdict.allowed:
             return None
         self.hooks.refused(verdict.reason)
-        log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, verdict.reason)
+        # One line per reason a minute: whoever reaches the port cannot flood the log.
+        now = time.monotonic()
+        if now - self._logged.get(verdict.reason, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[verdict.reason] = now
+            log.warning("refused %s %s from %s: %s (further refusals for this reason: the metric %s)",
+                        request.method, request.path, request.remote, verdict.reason, M_ADMIN_REFUSED)
         return web.Response(status=401, text=f"{verdict.reason}: {verdict.message}\n",
                             headers={"WWW-Authenticate": SCHEME})
 
