@@ -9,6 +9,7 @@ from speechops.scaling.budget import BURN_WINDOWS, ErrorBudget, HeadroomControll
 from speechops.scaling.controller import decide
 from speechops.scaling.forecast import DAY, SeasonalForecaster
 from speechops.scaling.policy import LiveSignals, Policy, PolicyConfig
+from test_forecast import _opening_hours   # weekdays 08:00-18:00, 0 -> 65 streams in two minutes
 
 
 def test_burn_rate_is_the_share_unserved_in_budgets_per_window():
@@ -81,14 +82,6 @@ def test_misses_before_the_forecaster_is_judged_are_reported_but_do_not_move_the
 
 
 T0 = 4 * DAY                                         # 1970-01-05, a Monday
-
-
-def _opening_hours(t: float, rng) -> float:
-    """Weekdays from 08:00 to 18:00: 0 -> 65 streams within two minutes (Poisson)."""
-    day, second = int(t // DAY), t % DAY
-    if (day + 3) % 7 >= 5 or not 8 * 3600 <= second < 18 * 3600:
-        return 0.0
-    return float(rng.poisson(65 * min((second - 8 * 3600) / 120.0, 1.0)))
 
 
 class Replay:

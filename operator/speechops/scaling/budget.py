@@ -17,9 +17,10 @@ live scaler and the backtest run the same controller, fed once a tick with the d
 what of it went unserved.
 
 It learns only from a forecaster that can be judged (`SeasonalForecaster.judged`: a day
-of history). Before that, a fresh pipeline's or a restarted operator's forecaster has not
-seen this time of day, so its misses (the first opening of a call centre) say nothing of
-the band it will need, and a band widened for them stayed wide for the budget's 30 days.
+of history). Before that, a new pipeline's forecaster (or a restarted operator's, where
+Prometheus holds less than a day of the pipeline) has not seen this time of day, so its
+misses (the first opening of a call centre) say nothing of the band it will need, and a
+band widened for them stayed wide for the budget's 30 days.
 So the record keeps two views: `budget`, every miss, which status, metrics and alerts
 report; and `acted`, the misses made while the forecaster was judged, which move the
 band. Until then the band holds the tier's width.
