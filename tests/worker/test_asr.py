@@ -164,11 +164,12 @@ def test_a_rows_features_do_not_depend_on_the_rows_beside_it():
 
 def test_a_rows_words_do_not_depend_on_the_rows_packed_with_it(asr):
     # This sentence sits on a tie: in one CI run it came back "with their flamestore"
-    # packed beside another row and "with her from the store" alone. Each run's sox
-    # dither moves it across the tie, so it is tried in several variants (seeded noise
-    # of one least significant bit), among companions of several lengths (one past the
-    # window), with prompts beside it, in batches of 2 to 4 at each place: every copy
-    # must come back exactly as alone, scores included.
+    # packed beside another row and "with her from the store" alone. One least
+    # significant bit of noise moves it across the tie (sox's dither did, run to run,
+    # until seeded), so it is tried in several variants with seeded one-bit noise, among
+    # companions of several lengths (one past the window), with prompts beside it, in
+    # batches of 2 to 4 at each place: every copy must come back exactly as alone,
+    # scores included.
     pcm = speech.synthesize(speech.SENTENCES[1]).astype(np.int32)
     rng = np.random.default_rng(18)
     variants = [speech.to_float(np.clip(pcm + rng.integers(-1, 2, len(pcm)), -32768, 32767)) for _ in range(3)]
