@@ -140,7 +140,14 @@ def build() -> dict:
               "rise after a key rotation means clients still hold the old key.",
               [target(f'sum by (namespace, reason) (rate({n.M_AUTH_REFUSED}{{namespace=~"$namespace"}}'
                       f'[$__rate_interval]))', "{{namespace}} {{reason}}", "A")],
-              "short", 0, 56, w=24),
+              "short", 0, 56),
+        panel(16, "Drain requests refused",
+              "POST /drain and /undrain refused for their operator signature, by reason. unknown_key for a "
+              "minute after the operator's key changes is the kubelet catching up; anything else is a caller "
+              "that is not the operator.",
+              [target(f'sum by (namespace, reason) (rate({n.M_ADMIN_REFUSED}{{namespace=~"$namespace"}}'
+                      f'[$__rate_interval]))', "{{namespace}} {{reason}}", "A")],
+              "short", 12, 56),
     ]
     return {
         "uid": "speechops-pipelines",

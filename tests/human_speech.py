@@ -8,7 +8,8 @@ installs them):
   core-sounds-en.txt (CC-BY-SA-3.0).
 
 Short utterances are where a streamed Whisper loops ("Try again. Try again"), so most
-clips here are short. Every clip is resampled by sox to 16 kHz mono PCM16 (int16).
+clips here are short. Every clip is resampled by sox to 16 kHz mono PCM16 (int16), the
+same samples in every run (sox's dither seeded: -R).
 
 Import from tests as `import human_speech`; benchmarks add tests/ to sys.path themselves.
 """
@@ -71,7 +72,8 @@ def have_all() -> bool:
 @functools.lru_cache(maxsize=512)
 def load_wav(path: str) -> np.ndarray:
     """Any WAV file as 16 kHz mono PCM16 (sox does the resampling)."""
-    raw = subprocess.run(["sox", "-q", str(path), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+    # -R seeds sox's dither: the same samples in every run (see speech._synthesize).
+    raw = subprocess.run(["sox", "-q", "-R", str(path), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
                           "-e", "signed-integer", "-t", "raw", "-"], check=True, capture_output=True).stdout
     return np.frombuffer(raw, dtype="<i2").copy()
 

@@ -43,8 +43,10 @@ def have_tools() -> bool:
 def _synthesize(text: str, voice: str, words_per_minute: int, sample_rate: int) -> bytes:
     speech = subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "--stdout", text],
                             check=True, capture_output=True).stdout
+    # -R: sox dithers when it resamples, from a random seed unless told; repeatable, every
+    # run hears the same audio (a test's words once changed from run to run).
     return subprocess.run(
-        ["sox", "-q", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16",
+        ["sox", "-q", "-R", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16",
          "-e", "signed-integer", "-t", "raw", "-"],
         input=speech, check=True, capture_output=True).stdout
 

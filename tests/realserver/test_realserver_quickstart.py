@@ -92,6 +92,9 @@ class ChartOperatorPod:
         fields = {"metadata.name": pod_name, "metadata.namespace": namespace}
         env = {e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
                for e in container["env"]}
+        # Secret volumes as the kubelet mounts them (the admin key), under a local directory.
+        for mount, local in self._mount_secrets(control_plane, namespace, spec, container, log.parent).items():
+            env = {k: local + v[len(mount):] if v.startswith(mount + "/") else v for k, v in env.items()}
         # The image's entry point is `speechops` (images/operator.Dockerfile): this
         # checkout's, whatever is installed.
         bin_dir = log.parent / "bin"
@@ -105,6 +108,27 @@ class ChartOperatorPod:
                 argv, env={**os.environ, **env, "KUBECONFIG": str(kubeconfig),
                            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @staticmethod
+    def _mount_secrets(control_plane, namespace: str, spec: dict, container: dict, root: Path) -> dict[str, str]:
+        """mountPath -> local directory holding the Secret's items, read from the API server."""
+        import base64
+
+        from kubernetes import client
+        core = client.CoreV1Api(control_plane.api_client())
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = {}
+        for mount in container.get("volumeMounts", []):
+            source = volumes[mount["name"]].get("secret")
+            if source is None:
+                continue
+            data = core.read_namespaced_secret(source["secretName"], namespace).data or {}
+            local = root / "mounts" / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+                (local / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+            mounts[mount["mountPath"]] = str(local)
+        return mounts
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
@@ -209,6 +233,14 @@ def test_readme_cluster_quickstart_step_by_step(quickstart_plane, tmp_path):
 
         sp = wait_for(ready, 90, f"sp {name} Ready=True", logs)
         assert sp["status"]["readyReplicas"] >= 1
+        # The quickstart streams without API keys: allowed, and said.
+        assert {c["type"]: c for c in sp["status"]["conditions"]}["StreamsAuthenticated"]["reason"] == "NoApiKeys"
+        # The workers verify drains with the public half of the chart's admin key Secret.
+        from speechops.admin_signing import load
+        from speechops_contract import names
+        signer = load(str(next((tmp_path / "mounts" / "admin-key").iterdir())))
+        models = core.read_namespaced_config_map(names.model_configmap(name), ns)
+        assert models.data[names.ADMIN_PUBLIC_KEY_ITEM] == signer.public_pem
 
         # 5. kubectl port-forward svc/demo 8080:8080: the Service exists, serves 8080 and
         #    selects the worker pods.

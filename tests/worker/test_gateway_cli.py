@@ -16,9 +16,10 @@ import pytest
 import speech
 from speechops_worker.gateway.transcript import word_error_rate
 from speechops_worker.local import SAMPLE_TEXT, SAMPLE_WAV
-from speechops_worker.triton import source_roots
 
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in source_roots()), PYTHONUNBUFFERED="1")
+# tests/conftest.py put this checkout's contract/, operator/ and worker/ on PYTHONPATH:
+# `speechops` (operator/speechops/cli.py) is this checkout's too, not an installed one.
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def speechops(*args: str, **kwargs) -> subprocess.CompletedProcess:

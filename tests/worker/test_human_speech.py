@@ -67,8 +67,8 @@ async def test_streamed_human_speech_is_transcribed_once_and_right(triton_server
 
 
 async def test_identical_concurrent_streams_get_identical_words(triton_server):
-    # Eight streams of the same 9 s recording at once: their rows share requests and
-    # encoder calls in every combination, and each must read the same.
+    # Eight streams of the same 9 s recording at once: their rows share requests in
+    # every combination, and each must read the same.
     clip = human_speech.asterisk_clips(("tt-allbusy",))[0]
     async with gateway(triton_server.grpc_url) as url:
         results = await asyncio.gather(*[stream_audio(url, padded(clip), pipeline="full", speed=1.0)

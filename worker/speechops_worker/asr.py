@@ -1,5 +1,5 @@
-"""Whisper (CTranslate2) over many streams' utterances: one encoder call for rows of equal
-padded length, then each row decoded on its own.
+"""Whisper (CTranslate2) over many streams' utterances, each row encoded and decoded on its
+own, so a row's words never depend on the rows packed with it.
 
 Rows are each stream's utterance so far (zero-padded to the longest), their real
 lengths, and a text prompt (the previous words carried forward, or a pipeline's
@@ -61,8 +61,7 @@ class DecodeOptions:
     window_s: float = 15.0
     # Rows longer than the window still get this much silence after their audio.
     tail_silence_s: float = 1.0
-    # Rows past the window are padded to a multiple of this step; rows of the same padded
-    # length share an encoder call.
+    # Rows past the window are padded to a multiple of this step.
     pad_step_s: float = 1.0
     # Blocks loops of repeated phrases that survive the window (0 = off).
     no_repeat_ngram_size: int = 3
@@ -171,7 +170,10 @@ def log_mel(audio: np.ndarray, lengths: np.ndarray | None = None, n_mels: int = 
         audio = audio[:, :longest]
         mask = np.arange(audio.shape[1])[None, :] < np.asarray(lengths)[:, None]
         audio = np.where(mask, audio, 0.0).astype(np.float32)
-    mel = np.einsum("mf,bft->bmt", mel_filters(n_mels), power_spectrogram(audio), optimize=True)
+    # One matrix product per row, never one across all rows: a BLAS product's rounding
+    # depends on its shape, and a row's features must not depend on its companions.
+    filters = mel_filters(n_mels)
+    mel = np.stack([filters @ power for power in power_spectrogram(audio)])
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
@@ -279,7 +281,9 @@ class WhisperAsr:
         return min(max(window, with_tail), MAX_SAMPLES)
 
     def transcribe(self, audio: np.ndarray, lengths: np.ndarray, prompts: list[str]) -> list[Transcript]:
-        """Text per row; no row's result depends on the rows it was packed with."""
+        """Text per row, each exactly as the row would get alone: no row's result depends
+        on the rows packed with it (on GPU, as far as its libraries repeat a call bitwise;
+        docs/models.md)."""
         audio = np.asarray(audio, dtype=np.float32)
         lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
         validate(audio, lengths, prompts)
@@ -289,47 +293,40 @@ class WhisperAsr:
                 if lengths[i] >= MIN_SAMPLES and level[i] >= self.options.min_rms_dbfs]
         if not rows:
             return results
+        # Each row is computed exactly as it would be alone: its own audio then silence
+        # (padded_samples), its own features, then one encoder and one decoder call at
+        # batch size 1. Batched, a row's numbers would depend on its companions through
+        # matrix products whose rounding follows their shape, and the model's close
+        # calls flip ("with her from the store" / "with their flamestore").
+        for i in rows:
+            results[i] = self._transcribe_row(audio[i, :lengths[i]], prompts[i])
+        return results
+
+    def _transcribe_row(self, samples: np.ndarray, prompt: str) -> Transcript:
+        """One row of real samples, alone."""
         import ctranslate2
         opts = self.options
-        # Each row is its real audio then silence (padded_samples), so its features do
-        # not depend on the other rows of the request. Rows of equal padded length (all
-        # those under the window) share one encoder call, the costly part, whose output
-        # per row is the same at any batch size; each row is then decoded on its own: a
-        # batched decoder's small matrix products round differently by batch size, and
-        # flipped close tokens ("Hello World!" / "Hello world!").
-        by_length: dict[int, list[int]] = {}
-        for i in rows:
-            by_length.setdefault(self.padded_samples(int(lengths[i])), []).append(i)
-        outputs: dict[int, object] = {}
-        for samples, members in by_length.items():
-            padded = np.zeros((len(members), samples), dtype=np.float32)
-            for k, i in enumerate(members):
-                padded[k, :lengths[i]] = audio[i, :lengths[i]]
-            features = log_mel(padded, n_mels=self.n_mels)
-            if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
-                features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
-            encoded = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
-                                                   to_cpu=True))
-            # CTranslate2's max_length counts the prompt; the text is budgeted by the
-            # decoded duration.
-            text_budget = min(opts.max_new_tokens, 10 + int(np.ceil(opts.tokens_per_second * samples / SAMPLE_RATE)))
-            for k, i in enumerate(members):
-                row = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[k:k + 1]))
-                language = None
-                if self.multilingual and self._language is None:
-                    language = self.tokenizer.token_to_id(self.model.detect_language(row)[0][0][0])
-                ids = self.prompt_ids(prompts[i], language)
-                outputs[i] = self.model.generate(
-                    row, [ids], beam_size=opts.beam_size, max_length=min(MAX_DECODER_TOKENS, len(ids) + text_budget),
-                    return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                    no_repeat_ngram_size=opts.no_repeat_ngram_size)[0]
-        for i in rows:
-            out = outputs[i]
-            tokens = [t for t in out.sequences_ids[0] if t < self._end] if out.sequences_ids else []
-            score = float(out.scores[0]) if out.scores else 0.0
-            decoded = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            text = drop_repeated_tail(decoded, opts.loop_similarity)
-            hallucination = out.no_speech_prob > opts.no_speech_threshold and score < opts.logprob_threshold
-            results[i] = Transcript("" if hallucination else text, float(out.no_speech_prob), score, hallucination,
-                                    loop_dropped=text != decoded)
-        return results
+        padded = np.zeros((1, self.padded_samples(len(samples))), dtype=np.float32)
+        padded[0, :len(samples)] = samples
+        features = log_mel(padded, n_mels=self.n_mels)
+        if features.shape[2] % 2:  # the encoder's stride-2 convolution wants an even frame count
+            features = np.pad(features, ((0, 0), (0, 0), (0, 1)), mode="edge")
+        encoded = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
+        language = None
+        if self.multilingual and self._language is None:
+            language = self.tokenizer.token_to_id(self.model.detect_language(encoded)[0][0][0])
+        ids = self.prompt_ids(prompt, language)
+        # CTranslate2's max_length counts the prompt; the text is budgeted by the decoded duration.
+        seconds = padded.shape[1] / SAMPLE_RATE
+        text_budget = min(opts.max_new_tokens, 10 + int(np.ceil(opts.tokens_per_second * seconds)))
+        out = self.model.generate(
+            encoded, [ids], beam_size=opts.beam_size, max_length=min(MAX_DECODER_TOKENS, len(ids) + text_budget),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size)[0]
+        tokens = [t for t in out.sequences_ids[0] if t < self._end] if out.sequences_ids else []
+        score = float(out.scores[0]) if out.scores else 0.0
+        decoded = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        text = drop_repeated_tail(decoded, opts.loop_similarity)
+        hallucination = out.no_speech_prob > opts.no_speech_threshold and score < opts.logprob_threshold
+        return Transcript("" if hallucination else text, float(out.no_speech_prob), score, hallucination,
+                          loop_dropped=text != decoded)

@@ -19,7 +19,7 @@ from speechops_contract import logs, names
 from speechops.admin_signing import AdminSigner
 from speechops.kube import KubeClient
 from speechops.scaling.controller import TickResult
-from speechops.scaling.signals import admin_port, pod_address
+from speechops.scaling.signals import admin_url, pod_address
 
 Logger = logging.Logger | logging.LoggerAdapter
 log = logging.getLogger("speechops.scaler")
@@ -118,7 +118,7 @@ def _post_admin(pod: Mapping[str, Any], path: str, signer: AdminSigner, timeout:
     if not ip:
         return False
     auth = signer.authorization("POST", path, meta.get("namespace", ""), meta.get("name", ""))
-    req = urllib.request.Request(f"http://{ip}:{admin_port()}{path}", data=b"", method="POST",
+    req = urllib.request.Request(admin_url(ip, path), data=b"", method="POST",
                                  headers={"Authorization": auth})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

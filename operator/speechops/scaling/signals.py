@@ -250,6 +250,12 @@ def pod_address(pod: Mapping[str, Any]) -> str | None:
     return (pod.get("status") or {}).get("podIP")
 
 
+def admin_url(ip: str, path: str) -> str:
+    """A pod's admin endpoint; an IPv6 pod IP goes in brackets."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{admin_port()}{path}"
+
+
 # Refusals that mean no ready capacity (the availability objective's unserved requests):
 # over capacity, or a draining pod.
 UNSERVED_KINDS = ("capacity", "drain")
@@ -271,7 +277,7 @@ def read_gateway(pod: Mapping[str, Any], timeout: float = 1.0) -> GatewayReading
     if not ip:
         return None
     try:
-        with urllib.request.urlopen(f"http://{ip}:{admin_port()}/metrics", timeout=timeout) as resp:
+        with urllib.request.urlopen(admin_url(ip, "/metrics"), timeout=timeout) as resp:
             text = resp.read().decode("utf-8", "replace")
     except (OSError, urllib.error.URLError, ValueError):
         return None

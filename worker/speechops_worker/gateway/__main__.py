@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="YAML file with SpeechPipeline documents (default: the pipeline in $PIPELINE_SPEC)")
     parser.add_argument("--triton", default=os.environ.get(names.ENV_TRITON_GRPC_URL, f"127.0.0.1:{names.TRITON_GRPC_PORT}"),
                         help="Triton gRPC host:port")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on (default: every interface, IPv4 and IPv6, so single-stack IPv6 and dual-stack clusters reach the pod)")
     parser.add_argument("--port", type=int, default=names.GATEWAY_PORT)
     parser.add_argument("--admin-port", type=int, default=names.GATEWAY_ADMIN_PORT)
     parser.add_argument("--max-streams", type=int, help="per pipeline (default: spec.capacity.streamsPerReplica)")

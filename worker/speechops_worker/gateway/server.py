@@ -58,7 +58,7 @@ MAX_WS_FRAME = 1 << 20
 class GatewayConfig:
     triton_url: str                               # host:port of Triton's gRPC endpoint
     pipelines: dict[str, PipelineSpec]
-    host: str = "127.0.0.1"
+    host: str | None = "127.0.0.1"                # None: every interface, IPv4 and IPv6 (pods)
     port: int = 0                                 # 0: any free port (tests); pods use names.GATEWAY_PORT
     admin_port: int | None = 0                    # None: no admin HTTP
     namespace: str = field(default_factory=lambda: os.environ.get(names.ENV_NAMESPACE, "local"))
@@ -172,7 +172,7 @@ class Gateway:
         self._tasks = [loop.create_task(self._control_loop()), loop.create_task(self._sweep_loop()),
                        loop.create_task(self._health_loop())]
         log.info("gateway listening on %s://%s:%d%s and %s (admin :%s, %s), pipelines: %s",
-                 "wss" if self.tls else "ws", self.config.host, self.port, STREAM_PATH, R.PATH, self.admin_port or "-",
+                 "wss" if self.tls else "ws", self.config.host or "*", self.port, STREAM_PATH, R.PATH, self.admin_port or "-",
                  f"{len(self.keys)} API keys" if self.keys else "no API keys", ", ".join(self.plans))
 
     async def stop(self) -> None:
