@@ -312,8 +312,9 @@ def test_gateway_modules_import_no_cycle():
 
 # ------------------------------------------------------------------ admission by load
 
-def L(now, streams, utilisation=None, final_p90=None, wait_p90=None):
-    return Load(now=now, streams=streams, utilisation=utilisation, final_p90=final_p90, wait_p90=wait_p90)
+def L(now, streams, utilisation=None, final_p90=None, wait_p90=None, newest_final_from=None):
+    return Load(now=now, streams=streams, utilisation=utilisation, final_p90=final_p90, wait_p90=wait_p90,
+                newest_final_from=newest_final_from)
 
 
 def test_admission_grows_in_steps_while_the_target_is_met_and_the_streams_fill_it():
@@ -326,13 +327,26 @@ def test_admission_grows_in_steps_while_the_target_is_met_and_the_streams_fill_i
     assert adm.update(L(9.0, 0)) == 7                      # idle: the window holds
 
 
+def test_busy_models_grow_the_window_only_on_a_final_measured_since_it_last_moved():
+    # A stream's cost shows in its finals only once its utterance ends: growing each second
+    # on finals measured before the last step outruns the feedback and overshoots.
+    adm = Admission(target_s=1.0, hard_cap=64, utterance_models=True)
+    assert adm.update(L(0.0, 4, 0.7, 0.3, 0.01)) == 4                          # busy, no final yet
+    assert adm.update(L(1.0, 4, 0.7, 0.3, 0.01, newest_final_from=0.5)) == 5   # a final: one step
+    for t in (2.0, 3.0, 4.0):                                                  # the same final again: hold
+        assert adm.update(L(t, 5, 0.7, 0.3, 0.01, newest_final_from=0.5)) == 5
+    assert adm.update(L(5.0, 5, 0.7, 0.3, 0.01, newest_final_from=1.5)) == 6   # one spoken after the step
+    assert adm.update(L(6.0, 6, 0.3, 0.3, 0.01, newest_final_from=1.5)) == 7   # idle models: room shows at once
+
+
 def test_admission_falls_at_once_when_the_replica_misses():
     adm = Admission(target_s=0.75, hard_cap=64, utterance_models=True, silence_s=0.25)
     adm.capacity = 30
     assert adm.update(L(0.0, 10, 0.5, 1.0, 0.05)) == 5                 # p90 twice the 0.5 s left: half
     assert "final p90" in adm.reason and not adm.admits(5)
     assert adm.update(L(0.5, 5, 0.5, 0.3, 0.05)) == 5                  # met again, but holds a second
-    assert adm.update(L(1.5, 5, 0.5, 0.3, 0.05)) == 6
+    assert adm.update(L(1.5, 5, 0.5, 0.3, 0.05)) == 5                  # no final spoken since the miss
+    assert adm.update(L(2.5, 5, 0.5, 0.3, 0.05, newest_final_from=1.0)) == 6
     adm.capacity = 30
     assert adm.update(L(3.0, 12, 0.95, 0.3, 0.05)) == 12               # models over the ceiling: no more
     adm.capacity = 30

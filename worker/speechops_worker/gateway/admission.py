@@ -12,8 +12,12 @@ each stream cheaper as streams are added) and shows only seconds after it is adm
   models (ASR, analytics) busier than `UTILISATION_CEILING`, or requests queueing in the
   gateway (p90) past half the target, to the streams it holds;
 - it rises by an eighth (at least one stream) per second while the replica meets all of
-  them and its streams fill the window; a fresh replica starts at `SLOW_START`, so a
-  burst is admitted in steps the measurements can follow;
+  them, its streams fill the window and it has seen what the last window costs: a final
+  whose end of speech came after the window last moved (a final measured earlier says
+  nothing of the streams added since, and growing on it outruns the feedback), or
+  utterance models under `IDLE_SHARE` busy (partials show a new stream's cost there within
+  a second); a fresh replica starts at `SLOW_START`, so a burst is admitted in steps the
+  measurements can follow;
 - it never falls below one stream: a replica that holds none measures nothing again.
 
 The target is the user's: last speech audio -> final. The gateway measures from the
@@ -27,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 UTILISATION_CEILING = 0.9     # busier than this, an utterance model's queue (and latency) grows fast
+IDLE_SHARE = 0.5              # less busy than this, the models have room for the next step
 SLOW_START = 4
 GROWTH_EVERY_S = 1.0
 
@@ -39,6 +44,7 @@ class Load:
     utilisation: float | None     # the busiest utterance model's busy share, 0..1
     final_p90: float | None       # seconds
     wait_p90: float | None        # the longest queue wait p90 of its models, seconds
+    newest_final_from: float | None = None   # when the newest final's clock started (end of speech)
 
 
 class Admission:
@@ -73,9 +79,14 @@ class Admission:
             self._grown_at = load.now            # hold before rising again
         elif not self.utterance_models:
             cap, reason = self.hard_cap, "streamsPerReplica"
-        elif n >= cap - 1 and load.now - self._grown_at >= GROWTH_EVERY_S:
+        elif n >= cap - 1 and load.now - self._grown_at >= GROWTH_EVERY_S and self._window_measured(load):
             cap, self._grown_at = min(cap + max(1, cap // 8), self.hard_cap), load.now
             reason = f"{n} streams served within the target"
         cap = max(cap, 1)
         self.capacity, self.reason = cap, reason
         return cap
+
+    def _window_measured(self, load: Load) -> bool:
+        if load.utilisation is not None and load.utilisation < IDLE_SHARE:
+            return True
+        return load.newest_final_from is not None and load.newest_final_from >= self._grown_at

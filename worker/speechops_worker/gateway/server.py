@@ -379,11 +379,13 @@ class Gateway:
             utterance_models = {s.model for w in p.waves for s in w} | {s.fallback_model for w in p.waves for s in w
                                                                         if s.fallback_model}
             busiest = max(utterance_models, key=lambda m: utilisation.get(m, 0.0), default=None)
-            finals = [s for t, s in self.metrics.pipeline(name).recent_finals if t > now - horizon]
+            recent = [(t, s) for t, s in self.metrics.pipeline(name).recent_finals if t > now - horizon]
+            finals = [s for _, s in recent]
             waits = [w for m in p.models if (w := self.packers[m].recent_wait(self.config.load_horizon_s)) is not None]
             load = Load(now=now, streams=self.active[name], utilisation=utilisation.get(busiest),
                         final_p90=float(np.quantile(finals, 0.9)) if finals else None,
-                        wait_p90=max(waits) if waits else None)
+                        wait_p90=max(waits) if waits else None,
+                        newest_final_from=max((t - s for t, s in recent), default=None))
             capacity = self.admission[name].update(load)
             self.metrics.pipeline(name).capacity.set(capacity if self.config.load_admission else self._hard_cap(name))
 
