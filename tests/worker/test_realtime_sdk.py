@@ -262,7 +262,7 @@ async def test_api_keys_missing_wrong_right_and_reloaded(triton_server, tmp_path
     mount_secret(mount, {"keys": b"sk-team-a\n"})
     audio = wire(padded(speech.synthesize(OTHER), 16000), 16000, "pcm")
     async with gateway(triton_server, api_keys=str(mount)) as gw:
-        gw.keys.recheck_s = 0
+        gw.keys.watch.recheck_s = 0
         for key, code in ((None, "missing_api_key"), ("sk-wrong", "invalid_api_key")):
             result = await RC.transcribe(f"ws://127.0.0.1:{gw.port}/v1", audio, "pcm", api_key=key)
             assert [e["code"] for e in result.errors] == [code]
@@ -307,7 +307,7 @@ async def test_tls_with_rotation(triton_server, tmp_path):
     mount_secret(mount, {"tls.crt": old[0].read_bytes(), "tls.key": old[1].read_bytes()})
     audio = wire(padded(speech.synthesize(OTHER), 16000), 16000, "pcm")
     async with gateway(triton_server, tls_cert=str(mount / "tls.crt"), tls_key=str(mount / "tls.key")) as gw:
-        gw.tls.recheck_s = 0
+        gw.tls.watch.recheck_s = 0
         url = f"wss://localhost:{gw.port}/v1"
         first = await RC.transcribe(url, audio, "pcm", ca_file=str(old[0]))
         with pytest.raises(RC.ClientError, match="valid HTTP response"):

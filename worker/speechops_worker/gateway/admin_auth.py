@@ -30,11 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from speechops_contract import admin_auth
-from speechops_worker.gateway.auth import files_signature
+from speechops_worker.gateway.file_watch import RECHECK_S, FileWatch
 
 log = logging.getLogger("speechops.gateway.admin")
 
-RECHECK_S = 1.0
 _PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
 
 
@@ -66,35 +65,29 @@ class AdminAuth:
                  recheck_s: float = RECHECK_S, clock=time.time) -> None:
         self.path = Path(public_keys) if public_keys else None
         self.pod = admin_auth.pod_ref(namespace, pod)
-        self.recheck_s = recheck_s
+        self.watch = FileWatch(self.path, recheck_s=recheck_s, look_now=False) if self.path else None
         self.clock = clock
         self.keys: dict[str, Ed25519PublicKey] = {}
-        self._file_signature: tuple | None = None
-        self._checked = -float("inf")
         self._nonces: dict[str, float] = {}     # nonce -> when it can no longer pass the time check
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
         """Re-reads the keys file when it changed (at most once per recheck_s). A file that is
         missing or unreadable keeps the keys read before (the kubelet swaps files atomically)."""
-        if self.path is None:
+        if self.watch is None:
             return
-        now = time.monotonic()
-        if not force and now - self._checked < self.recheck_s:
+        first = self.watch.seen is None
+        signature = self.watch.changed(force)
+        if signature is None:
             return
-        self._checked = now
-        signature = files_signature(self.path)
-        if signature == self._file_signature:
-            return
+        self.watch.seen = signature   # unreadable too: looked at again once it changes
         try:
             keys = read_public_keys(self.path)
         except OSError as exc:
-            if self._file_signature is None or force:
+            if first or force:
                 log.warning("admin keys: cannot read %s (%s): drain and undrain over TCP are refused until the "
                             "operator's public key is there", self.path, exc.strerror)
-            self._file_signature = signature
             return
-        self._file_signature = signature
         if set(keys) != set(self.keys):
             log.info("admin keys: %s from %s", ", ".join(sorted(keys)) or "none", self.path)
         self.keys = keys

@@ -25,15 +25,15 @@ import hashlib
 import hmac
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from speechops_worker.gateway.file_watch import RECHECK_S, FileWatch
+
 log = logging.getLogger("speechops.gateway.auth")
 
 SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
-RECHECK_S = 1.0
 
 # Why a stream was refused: the label of the refusal metric and the error code.
 MISSING = "missing_api_key"
@@ -86,25 +86,10 @@ def _read_keys(path: Path) -> dict[bytes, str]:
     return keys
 
 
-def files_signature(path: Path) -> tuple:
-    """What changes when the files do: a Secret's symlink swap changes the targets' inodes."""
-    try:
-        entries = [path] if not path.is_dir() else sorted(path.iterdir())
-        out = []
-        for p in entries:
-            st = p.stat()
-            out.append((p.name, st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
-    except OSError:
-        return ()
-
-
 class KeyStore:
     def __init__(self, path: str | os.PathLike, recheck_s: float = RECHECK_S) -> None:
         self.path = Path(path)
-        self.recheck_s = recheck_s
-        self._checked = time.monotonic()
-        self._signature = files_signature(self.path)
+        self.watch = FileWatch(self.path, recheck_s=recheck_s)
         try:
             self._keys = _read_keys(self.path)
         except (OSError, UnicodeDecodeError) as exc:
@@ -119,12 +104,8 @@ class KeyStore:
 
     def refresh(self, force: bool = False) -> bool:
         """Re-reads the keys if their files changed (at most once per recheck_s). True on a reload."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.recheck_s:
-            return False
-        self._checked = now
-        signature = files_signature(self.path)
-        if signature == self._signature:
+        signature = self.watch.changed(force)
+        if signature is None:
             return False
         try:
             keys = _read_keys(self.path)
@@ -132,7 +113,7 @@ class KeyStore:
             log.warning("API keys in %s could not be read (%s); keeping the %d keys read before",
                         self.path, exc.__class__.__name__, len(self._keys))
             return False
-        self._signature = signature
+        self.watch.seen = signature
         self._keys = keys
         self.reloads += 1
         if keys:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import time
 from pathlib import Path
+
+from speechops_worker.gateway.file_watch import RECHECK_S, FileWatch
 
 log = logging.getLogger("speechops.gateway.tls")
 
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
-RECHECK_S = 1.0
 
 
 def _context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -28,13 +28,6 @@ def _context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
-
-
-def _signature(*paths: Path) -> tuple:
-    try:
-        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (p.stat() for p in paths))
-    except OSError:
-        return ()
 
 
 def paths_in(directory: str | os.PathLike) -> tuple[Path, Path]:
@@ -46,9 +39,7 @@ def paths_in(directory: str | os.PathLike) -> tuple[Path, Path]:
 class CertReloader:
     def __init__(self, cert: str | os.PathLike, key: str | os.PathLike, recheck_s: float = RECHECK_S) -> None:
         self.cert, self.key = Path(cert), Path(key)
-        self.recheck_s = recheck_s
-        self._checked = time.monotonic()
-        self._signature = _signature(self.cert, self.key)
+        self.watch = FileWatch(self.cert, self.key, recheck_s=recheck_s)
         try:
             self._current = _context(self.cert, self.key)   # a bad pair at start-up is fatal
         except (OSError, ssl.SSLError) as exc:
@@ -59,19 +50,16 @@ class CertReloader:
 
     def current(self) -> ssl.SSLContext:
         """The newest good context, re-read when the files changed (at most once per recheck_s)."""
-        now = time.monotonic()
-        if now - self._checked >= self.recheck_s:
-            self._checked = now
-            signature = _signature(self.cert, self.key)
-            if signature and signature != self._signature:
-                try:
-                    self._current = _context(self.cert, self.key)
-                    self._signature = signature
-                    self.reloads += 1
-                    log.info("TLS certificate reloaded from %s", self.cert)
-                except (OSError, ssl.SSLError) as exc:
-                    log.warning("TLS certificate %s could not be loaded (%s); serving the previous one",
-                                self.cert, exc)
+        signature = self.watch.changed()
+        if signature:   # () while a file is missing: keep serving the last pair
+            try:
+                self._current = _context(self.cert, self.key)
+                self.watch.seen = signature
+                self.reloads += 1
+                log.info("TLS certificate reloaded from %s", self.cert)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("TLS certificate %s could not be loaded (%s); serving the previous one",
+                            self.cert, exc)
         return self._current
 
     def _on_hello(self, conn, server_name, _ctx) -> None:
